@@ -1,0 +1,108 @@
+"""Hugging Face tokenizers through transformers: the reference side.
+
+Built from a hub folder (tokenizer.json + tokenizer_config.json) or, offline, from the
+GGUF itself via `gguf_file=` (transformers converts the GGUF vocab and keeps its chat
+template; that path needs torch). Template-only cases (no model) can still render.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (DETOKENIZE, RENDER, TOKENIZE, VOCAB, BackendError, BackendOptions, ModelFiles,
+                   Rendered, RenderRequest, VocabInfo)
+from .rendering import FIXED_DATE_STRING, capture
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: ModelFiles | None, options: BackendOptions):
+        import transformers
+        self._transformers = transformers
+        self.options = options
+        self.model = model
+        self.tokenizer = None
+        self.source = None
+        if model is not None and (model.hf_tokenizer_dir or model.gguf):
+            self.tokenizer, self.source = self._load(model)
+        self.capabilities = frozenset({RENDER} | ({TOKENIZE, DETOKENIZE, VOCAB} if self.tokenizer else set()))
+
+    @staticmethod
+    def _load(model: ModelFiles):
+        from transformers import AutoTokenizer
+        try:
+            if model.hf_tokenizer_dir:
+                return AutoTokenizer.from_pretrained(str(model.hf_tokenizer_dir)), f"hub:{model.hf_tokenizer_dir}"
+            return (AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name),
+                    "gguf_file")
+        except Exception as exc:  # transformers raises many types for unsupported vocabs
+            raise BackendError(f"transformers could not build a tokenizer for {model.key}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def info(self) -> dict[str, Any]:
+        import tokenizers
+        return {"backend": self.name, "transformers": self._transformers.__version__,
+                "tokenizers": tokenizers.__version__, "tokenizer_source": self.source}
+
+    def close(self) -> None:
+        self.tokenizer = None
+
+    # --- render ---------------------------------------------------------------------
+    def render_prompt(self, req: RenderRequest) -> Rendered:
+        import jinja2
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        template = req.template
+        if template is None:
+            template = getattr(self.tokenizer, "chat_template", None)
+            if not template:
+                return Rendered(error="NoChatTemplate: the tokenizer has no chat template")
+        variables: dict[str, Any] = {"date_string": FIXED_DATE_STRING, **req.extra}
+        if self.tokenizer is not None and req.template is None:
+            # the public path users take: special tokens come from the tokenizer
+            def run() -> str:
+                return self.tokenizer.apply_chat_template(
+                    list(req.messages), tools=req.tools, add_generation_prompt=req.add_generation_prompt,
+                    tokenize=False, **variables)
+        else:
+            variables.update(bos_token=req.bos_token or "", eos_token=req.eos_token or "")
+
+            def run() -> str:
+                rendered, _ = render_jinja_template(
+                    conversations=[list(req.messages)], tools=req.tools, chat_template=template,
+                    add_generation_prompt=req.add_generation_prompt, **variables)
+                return rendered[0]
+        return capture(run, (jinja2.exceptions.TemplateError,))
+
+    # --- tokens ------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        # HF always parses added/special tokens in text; `split_special_tokens=True` turns that off
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special,
+                                          split_special_tokens=not parse_special))
+
+    def detokenize(self, ids: list[int], *, render_special: bool) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=not render_special)
+
+    def detokenize_stream(self, ids: list[int], *, render_special: bool) -> list[str]:
+        """Token by token with previous-token context, as llama-cpp-python's
+        LlamaHFTokenizer.detokenize(prev_tokens=...) does."""
+        from llama_cpp.llama_tokenizer import LlamaHFTokenizer
+        hf = LlamaHFTokenizer(self.tokenizer)
+        pieces = []
+        for i in range(len(ids)):
+            pieces.append(hf.detokenize([ids[i]], prev_tokens=list(ids[:i]) or None,
+                                        special=render_special).decode("utf-8", errors="replace"))
+        return pieces
+
+    def vocab_info(self) -> VocabInfo:
+        tok = self.tokenizer
+        added = tok.get_added_vocab()
+        specials = sorted({i for i in tok.all_special_ids if i is not None})
+        return VocabInfo(
+            n_vocab=None, reported_size=tok.vocab_size, n_ids=max([len(tok), *(i + 1 for i in added.values())]),
+            bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+            add_bos=getattr(tok, "add_bos_token", None), add_eos=getattr(tok, "add_eos_token", None),
+            special_ids=specials,
+            extra={"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
+                   "len": len(tok)})

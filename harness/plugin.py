@@ -1,0 +1,192 @@
+"""The pytest entry point (registered as the `harness` pytest11 plugin).
+
+Flow: options -> CaseSet (lazy, once) -> pytest_generate_tests parametrizes the ordinary
+test functions of harness/suite/ from each module's PARAMETERS table -> session-scoped
+Runtime (models, backends) -> results collected per test and written to reports/.
+
+Heavy imports (transformers, llama_cpp) happen inside backends, never at plugin import, so
+the plugin costs nothing in test runs that do not use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cases import CaseSet, discover
+
+RESULTS_KEY = pytest.StashKey[dict]()
+CASESET_KEY = pytest.StashKey[CaseSet]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "LLM inference conformance harness")
+    group.addoption("--cases", default=None, help="folder of case files (default: <rootdir>/cases)")
+    group.addoption("--case", action="append", default=[], metavar="GLOB",
+                    help="run only cases whose id matches GLOB (repeatable), e.g. 'smollm2-*'")
+    group.addoption("--backend", action="append", default=[], metavar="NAME",
+                    help="run only these backends (repeatable): hf, llama-cpp-python, llama.cpp-builtin, llama-server")
+    group.addoption("--golden-dir", default=None, help="goldens folder (default: <rootdir>/golden)")
+    group.addoption("--report-dir", default=None,
+                    help="write results.json here at the end of a suite run (default: <rootdir>/reports)")
+    group.addoption("--model-dir", action="append", default=[], metavar="DIR",
+                    help="look for model files here first (also: HARNESS_MODEL_DIR)")
+    group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
+    group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
+
+
+def _root(config: pytest.Config, option: str, default: str) -> Path:
+    value = config.getoption(option)
+    return Path(value).resolve() if value else Path(config.rootpath) / default
+
+
+def caseset(config: pytest.Config) -> CaseSet:
+    if CASESET_KEY not in config.stash:
+        config.stash[CASESET_KEY] = discover(_root(config, "--cases", "cases"),
+                                             select=config.getoption("--case") or None)
+    return config.stash[CASESET_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
+    config.stash[RESULTS_KEY] = {"tests": [], "used": False}
+
+
+# --- parametrization ---------------------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    table = getattr(metafunc.module, "PARAMETERS", None)
+    if not table:
+        return
+    config = metafunc.config
+    cases = caseset(config)
+    config.stash[RESULTS_KEY]["used"] = True
+    filters = config.getoption("--backend") or None
+    for argname, expand in table.items():
+        if argname not in metafunc.fixturenames:
+            continue
+        if argname == "case_file":
+            files = cases.files
+            metafunc.parametrize(argname, files, ids=[Path(f).name for f in files])
+            continue
+        from .expand import RENDERERS, TOKENIZERS
+        available = [b for b in dict.fromkeys(RENDERERS + TOKENIZERS) if not filters or b in filters]
+        params = []
+        for item in expand(cases, _present(available)):
+            marks = []
+            defect = item.case.defect_for(item.check, item.params)
+            if defect is not None:
+                from .checks import Mismatch
+                marks.append(pytest.mark.xfail(strict=True, raises=Mismatch, reason=defect.reason()))
+            params.append(pytest.param(item, id=item.id, marks=marks))
+        metafunc.parametrize(argname, params)
+
+
+def _present(names: list[str]) -> list[str]:
+    """Backends whose code is installed here. llama-server joins once its module exists."""
+    import importlib.util
+    from .backends.base import _REGISTRY
+    out = []
+    for n in names:
+        module = _REGISTRY.get(n, "").partition(":")[0]
+        if module and importlib.util.find_spec(module) is not None:
+            out.append(n)
+    return out
+
+
+# --- fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def harness_runtime(request: pytest.FixtureRequest):
+    from .backends.base import BackendOptions
+    from .runtime import Runtime
+    config = request.config
+    dirs = [Path(d) for d in config.getoption("--model-dir")]
+    rt = Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed")),
+                 backend_filter=config.getoption("--backend") or None, model_dirs=dirs)
+    config.stash[RESULTS_KEY]["runtime"] = rt
+    yield rt
+    config.stash[RESULTS_KEY]["backends"] = rt.backend_infos()
+    config.stash[RESULTS_KEY]["models"] = rt.resolutions
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def harness_cases(request: pytest.FixtureRequest) -> CaseSet:
+    return caseset(request.config)
+
+
+@pytest.fixture
+def golden(snapshot, request: pytest.FixtureRequest):
+    """syrupy's snapshot, writing JSON into the repository's golden/ folder."""
+    from .snapshots import golden_extension
+    return snapshot.use_extension(golden_extension(_root(request.config, "--golden-dir", "golden")))
+
+
+# --- results ---------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    if call.when == "setup":
+        callspec = getattr(item, "callspec", None)
+        harness_item = next((v for v in (callspec.params.values() if callspec else ())
+                             if hasattr(v, "check") and hasattr(v, "case")), None)
+        if harness_item is not None:
+            item.user_properties.append(("harness", {
+                "case": harness_item.case.id, "check": harness_item.check,
+                "location": harness_item.case.location(), "params": harness_item.params}))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # runs on the controller with xdist too: reports carry user_properties across
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed") or (
+            report.when == "teardown" and report.outcome == "failed"):
+        props = dict(report.user_properties)
+        meta = props.get("harness")
+        if meta is None and "harness/suite/" not in report.nodeid:
+            return
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        elif report.when != "call" and report.outcome == "failed":
+            outcome = "error"
+        message = ""
+        if report.longrepr is not None and outcome != "passed":
+            message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longreprtext)
+        config.stash[RESULTS_KEY]["tests"].append({
+            "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
+            **(meta or {}), "backend_info": props.get("backend_info"), "message": message[-4000:],
+        })
+
+
+_CONFIG: dict[str, Any] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash[RESULTS_KEY]
+    if hasattr(config, "workerinput") or not state["tests"]:
+        return
+    from .results import write_results
+    path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
+    config.stash[RESULTS_KEY]["written"] = path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(RESULTS_KEY, None)
+    if not state or not state.get("tests"):
+        return
+    from .results import summary_lines
+    terminalreporter.section("conformance summary")
+    for line in summary_lines(state):
+        terminalreporter.write_line(line)
+    if state.get("written"):
+        terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")

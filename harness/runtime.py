@@ -1,0 +1,101 @@
+"""Per-worker session state: resolved model files, open backends, cached renders.
+
+Everything heavy happens here, lazily, once per worker: a GGUF is resolved and verified
+once, each backend is opened once per model, and a failure to do either is remembered so
+that every affected item fails with the same clear message without retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, backend_class
+from .cases import Case, Context
+from .errors import SourceError
+from .sources import FileSpec, resolve
+
+
+@dataclass
+class Runtime:
+    options: BackendOptions
+    backend_filter: list[str] | None = None
+    model_dirs: list[Path] = field(default_factory=list)
+    _models: dict[str, ModelFiles | Exception] = field(default_factory=dict)
+    _backends: dict[tuple[str, str | None], Backend | Exception] = field(default_factory=dict)
+    _renders: dict[tuple, Rendered] = field(default_factory=dict)
+    resolutions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def available(self, names: list[str]) -> list[str]:
+        return [n for n in names if not self.backend_filter or n in self.backend_filter]
+
+    # --- models -------------------------------------------------------------------------
+    def model_files(self, case: Case) -> ModelFiles | None:
+        if case.kind != "model":
+            return None
+        if case.id not in self._models:
+            try:
+                self._models[case.id] = self._resolve(case)
+            except SourceError as exc:
+                self._models[case.id] = exc
+        got = self._models[case.id]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def _resolve(self, case: Case) -> ModelFiles:
+        model = case.model
+        spec = FileSpec.from_case(model["gguf"])
+        res = resolve(spec, extra_dirs=self.model_dirs)
+        self.resolutions[case.id] = {"file": spec.file, "sha256": spec.sha256, "source": res.source,
+                                     "path": str(res.path)}
+        return ModelFiles(key=case.id, gguf=res.path, gguf_sha256=spec.sha256,
+                          vocab_only=not model.get("weights", True))
+
+    # --- backends -------------------------------------------------------------------------
+    def backend(self, name: str, case: Case) -> Backend:
+        model = self.model_files(case)
+        key = (name, model.key if model else None)
+        if key not in self._backends:
+            try:
+                self._backends[key] = backend_class(name)(model, self.options)
+            except (BackendError, ImportError, OSError) as exc:
+                self._backends[key] = BackendError(f"{name} could not be opened for {key[1] or 'templates'}: {exc}")
+        got = self._backends[key]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def backend_infos(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for (name, model), b in self._backends.items():
+            if not isinstance(b, Exception) and name not in out:
+                try:
+                    out[name] = b.info()
+                except Exception as exc:  # info is best effort: a dead server must not break the report
+                    out[name] = {"error": str(exc)}
+        return out
+
+    # --- rendering --------------------------------------------------------------------------
+    def render_request(self, case: Case, context: Context, gen: bool) -> RenderRequest:
+        template = case.template_path.read_text(encoding="utf-8") if case.template_path else None
+        tools = context.tools.tools if context.tools else None
+        return RenderRequest(messages=context.messages, add_generation_prompt=gen, tools=tools,
+                             template=template, bos_token=case.bos_token, eos_token=case.eos_token)
+
+    def render(self, backend_name: str, case: Case, context: Context, gen: bool) -> Rendered:
+        key = (backend_name, case.id, context.id, gen)
+        if key not in self._renders:
+            backend = self.backend(backend_name, case)
+            self._renders[key] = backend.render_prompt(self.render_request(case, context, gen))
+        return self._renders[key]
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            if not isinstance(b, Exception):
+                try:
+                    b.close()
+                except Exception:  # closing is best effort at session end
+                    pass
+        self._backends.clear()

@@ -1,0 +1,51 @@
+"""Shared fixtures for the harness's own tests. Tests that need a model use a real one,
+resolved through the harness's own sources (cache, hub, or the PyPI mirror)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+CASES = REPO / "cases"
+SUITE = REPO / "harness" / "suite"
+
+
+def resolve_case_model(case_id: str) -> Path:
+    from harness.cases import discover
+    from harness.sources import FileSpec, resolve
+    case = discover(CASES, select=[case_id]).by_id(case_id)
+    return resolve(FileSpec.from_case(case.model["gguf"])).path
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    override = os.environ.get("HARNESS_TEST_SMOLLM2_GGUF")
+    if override:
+        return Path(override)
+    return resolve_case_model("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def case_tree(tmp_path: Path) -> Path:
+    """A private copy of the shared contexts and tool sets, with no case files yet."""
+    root = tmp_path / "cases"
+    shutil.copytree(CASES / "contexts", root / "contexts")
+    shutil.copytree(CASES / "tools", root / "tools")
+    return root
+
+
+@pytest.fixture(scope="session")
+def preloaded_backends() -> None:
+    """pytester's in-process runs drop modules first imported inside them, and numpy/torch
+    cannot be imported twice in one process: import the heavy libraries out here first."""
+    import llama_cpp  # noqa: F401
+    import transformers  # noqa: F401
+    import transformers.utils.chat_template_utils  # noqa: F401
+    import tokenizers  # noqa: F401
+    import time_machine  # noqa: F401

@@ -1,0 +1,84 @@
+"""Case discovery: references, defaults, known defects, and isolation of broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.cases import discover
+
+SHA = "ab" * 32
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.write_text(text)
+    return path
+
+
+def model_case(case_id: str, contexts: str = "[single-user]", extra: str = "") -> str:
+    return (f"schema: 1\nid: {case_id}\ndescription: demo\nmodel:\n  gguf:\n    file: {case_id}.gguf\n"
+            f"    sha256: {SHA}\ncontexts: {contexts}\n{extra}")
+
+
+def test_valid_and_broken_files_load_independently(case_tree):
+    write(case_tree, "good.yaml", model_case("good"))
+    write(case_tree, "typo.yaml", model_case("typo").replace("description:", "descripton:"))
+    cases = discover(case_tree)
+    assert [c.id for c in cases.cases] == ["good"]
+    assert len(cases.errors) == 1
+    assert "cases/typo.yaml:3:1: descripton: unknown key 'descripton' (did you mean 'description'?)" in str(
+        cases.errors[0])
+    assert sorted(cases.files) == ["cases/good.yaml", "cases/typo.yaml"]
+
+
+def test_dangling_context_reference_names_the_item(case_tree):
+    write(case_tree, "dangling.yaml", model_case("dangling", "[single-user, mutli-turn]"))
+    cases = discover(case_tree)
+    assert cases.cases == []
+    assert str(cases.errors[0]) == (
+        "cases/dangling.yaml:8:25: contexts[1]: unknown context 'mutli-turn' (did you mean 'multi-turn'?)")
+
+
+def test_dangling_toolset_in_a_context(case_tree):
+    write(case_tree / "contexts", "odd.yaml",
+          "schema: 1\nid: odd\ndescription: x\ntools: wether\nmessages:\n  - {role: user, content: hi}\n")
+    cases = discover(case_tree)
+    assert "cases/contexts/odd.yaml:4:1: tools: unknown tool set 'wether' (did you mean 'weather'?)" in [
+        str(e) for e in cases.errors]
+
+
+def test_duplicate_case_ids_are_reported(case_tree):
+    write(case_tree, "a.yaml", model_case("same"))
+    write(case_tree, "b.yaml", model_case("same"))
+    cases = discover(case_tree)
+    assert any("duplicate case id 'same'" in str(e) for e in cases.errors)
+
+
+def test_generation_prompt_variants_follow_the_last_message(case_tree):
+    cases = discover(case_tree)
+    assert cases.contexts["single-user"].add_generation_prompt == (True, False)
+    assert cases.contexts["tool-round-trip"].uses_tools
+
+
+def test_known_defects_match_by_check_and_glob(case_tree):
+    extra = ("known_defects:\n  - check: templates.agree\n    where: {renderer: llama.cpp-*}\n"
+             "    description: built-in template drops the system prompt\n")
+    write(case_tree, "kd.yaml", model_case("kd", extra=extra))
+    case = discover(case_tree).by_id("kd")
+    assert case.defect_for("templates.agree", {"renderer": "llama.cpp-builtin"}) is not None
+    assert case.defect_for("templates.agree", {"renderer": "hf"}) is None
+    assert case.defect_for("templates.render", {"renderer": "llama.cpp-builtin"}) is None
+    assert case.known_defects[0].reason().startswith("known defect (cases/kd.yaml:10):")
+
+
+def test_select_keeps_only_matching_cases(case_tree):
+    write(case_tree, "a.yaml", model_case("alpha"))
+    write(case_tree, "b.yaml", model_case("beta"))
+    assert [c.id for c in discover(case_tree, select=["b*"]).cases] == ["beta"]
+
+
+def test_the_repository_cases_are_valid():
+    repo_cases = Path(__file__).resolve().parent.parent / "cases"
+    cases = discover(repo_cases, select=["smollm2-*", "gemma3-*"])
+    assert cases.errors == []
+    assert {c.id for c in cases.cases} == {"smollm2-135m-instruct", "gemma3-270m"}
