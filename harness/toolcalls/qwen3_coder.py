@@ -1,0 +1,122 @@
+"""Qwen3-Coder / Qwen3.5 / Nemotron 3: XML-ish function and parameter tags."""
+
+from __future__ import annotations
+
+import re
+
+from .base import Call, Format, Scan, ToolIndex, dumps
+from ._scan import MATCH, NO, PARTIAL, coerce_value, find_marker, match_seq, skip_ws
+from .hermes import skip_broken
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+FUNC_END, PARAM_END = "</function>", "</parameter>"
+TAG_NAME = re.compile(r"[^<>\n]+")
+# A parameter value ends at its closing tag; Qwen3-Coder sometimes omits </parameter>,
+# so the next tag that cannot be part of a value ends it too (as vLLM and llama.cpp do).
+VALUE_ENDS = (PARAM_END, "<parameter=", FUNC_END, CLOSE)
+
+
+def strip_one_newline(raw: str) -> str:
+    # The template writes "<parameter=k>\nVALUE\n</parameter>": exactly one newline each
+    # side belongs to the markup, further whitespace is part of the value.
+    if raw.startswith("\n"):
+        raw = raw[1:]
+    return raw[:-1] if raw.endswith("\n") else raw
+
+
+class Qwen3Coder(Format):
+    name = "qwen3-coder"
+    description = (
+        "Qwen3-Coder (also Qwen3.5, Nemotron 3 Nano, StepFun 3.5) writes "
+        "<tool_call>\\n<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n"
+        "<parameter=days>\\n3\\n</parameter>\\n</function>\\n</tool_call>. Parameter values "
+        "are raw text (one newline each side stripped) typed with the tool's JSON schema: "
+        "integer/number/boolean/null/object/array are converted when the text fits, anything "
+        "else (and every parameter without a schema) stays a string. A missing </parameter> "
+        "is tolerated (the next tag ends the value). A call closed by only one of </function> "
+        "and </tool_call> (the latter missing or cut at the very end) is kept with an error; "
+        "a call cut before both could be missing parameters, so it yields no call and an "
+        "error, as does a duplicate parameter. When tools are given, a bare <function=KNOWN_TOOL> without "
+        "<tool_call> is also a call, as llama.cpp accepts."
+    )
+
+    def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
+        markers = (OPEN,) + tuple(f"<function={n}>" for n in tools.functions)
+        scan, pos = Scan(), 0
+        while True:
+            i, marker = find_marker(text, pos, markers, final)
+            scan.text(text[pos:i])
+            if marker is None:
+                return scan
+            wrapped = marker == OPEN
+            pos = self._call(scan, text, i, skip_ws(text, i + len(OPEN)) if wrapped else i, wrapped, tools, final)
+            if pos is None:
+                return scan
+
+    def _call(self, scan, text, start, p, wrapped, tools, final) -> int | None:
+        close = CLOSE if wrapped else FUNC_END
+        status, p, caps = match_seq(text, p, ("<function=", TAG_NAME, ">"), final)
+        if status == PARTIAL:
+            return None
+        if status == NO:
+            bad = Call(start, None, state="broken", error="expected <function=NAME> after <tool_call>")
+            return skip_broken(scan, bad, text, p, close, final)
+        call = scan.call(Call(start, caps[0].strip()))
+        params: dict = {}
+        while True:
+            call.args = dumps(params)
+            p = skip_ws(text, p)
+            if text.startswith("<parameter=", p):
+                status, vstart, caps = match_seq(text, p, ("<parameter=", TAG_NAME, ">"), final)
+                if status == NO:
+                    return self._broken(text, call, p, close, "malformed <parameter=...> tag")
+                j, end_tag = find_marker(text, vstart, VALUE_ENDS, True) if status == MATCH else (0, None)
+                if end_tag is None:
+                    return self._truncated(call, final)
+                key = caps[0].strip()
+                if key in params:
+                    return self._broken(text, call, j, close, f"duplicate parameter {key!r}")
+                raw = strip_one_newline(text[vstart:j])
+                params[key] = coerce_value(raw, tools.param_schema(call.name, key), untyped_json=False)
+                p = j + len(PARAM_END) if end_tag == PARAM_END else j
+            elif text.startswith(FUNC_END, p):
+                p += len(FUNC_END)
+                break
+            elif wrapped and text.startswith(CLOSE, p):
+                call.args, call.state, call.error = dumps(params), "done", f"missing {FUNC_END}"
+                return p + len(CLOSE)
+            elif any(t.startswith(text[p:]) for t in ("<parameter=", FUNC_END, CLOSE)):
+                # A tag is still arriving; if the output ends here, parameters may be missing.
+                return self._truncated(call, final)
+            else:
+                return self._broken(text, call, p, close, f"unexpected text {text[p:p + 20]!r} in the call")
+        call.args = dumps(params)
+        after = skip_ws(text, p)
+        status, end, _ = match_seq(text, after, (CLOSE,), final)
+        if status == MATCH:  # also swallows the </tool_call> a bare call is often closed with
+            call.state = "done"
+            return end
+        if status == PARTIAL:
+            return None
+        if not wrapped:
+            call.state = "done"
+            return p
+        if CLOSE.startswith(text[after:]):  # </function> proves the call complete
+            call.state, call.error = "done", f"missing {CLOSE} at end of output"
+            return None
+        return self._broken(text, call, after, close, f"unexpected text after {FUNC_END}")
+
+    @staticmethod
+    def _truncated(call: Call, final: bool) -> None:
+        if final:
+            call.state, call.error = "broken", "truncated call (output ended inside it)"
+        return None
+
+    @staticmethod
+    def _broken(text: str, call: Call, p: int, close: str, error: str) -> int | None:
+        call.state, call.error = "broken", error
+        j = text.find(close, p)
+        return None if j == -1 else j + len(close)
+
+
+FORMAT = Qwen3Coder()

@@ -1,0 +1,188 @@
+"""Property tests for every tool-call format: bad model output never raises, and a
+streamed parse always reconstructs to the finished parse.
+
+Inputs are arbitrary text, text glued from format fragments, and canned outputs from
+cases/toolcall-outputs/ with random edits and truncations.  Runs are derandomized and
+database-less so CI is reproducible; each example runs under a time budget so a hang
+fails instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from harness.toolcalls import Extraction, format_names, get_format, reconstruct
+from harness.toolcalls.check import run_stream
+
+CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
+TIME_BUDGET_S = 2.0
+CHAR_BY_CHAR_MAX = 160  # one-character feeds cost a re-scan each; keep them for short texts
+
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}}}}},
+    {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "a": {"type": ["number", "null"]}, "b": {"type": "object"}, "c": {"type": "boolean"}}}}},
+]
+
+COMMON = ['{', '}', '[', ']', '"', '\\', '\\"', '\n', ' ', ':', ',', '"name"', '"arguments"', '"parameters"',
+          '"id"', '"get_weather"', '"f"', '1', '-2.5e3', 'null', 'true', '東京', '🌧', ';', '(', ')', "'", '=',
+          '<', '>', '/', 'get_weather', 'f', 'all', 'python', '\t', '\x00']
+FRAGMENTS = {
+    "hermes": ['<tool_call>', '</tool_call>', '{"name": "f", "arguments": ', '{"a": 1}', '<think>'],
+    "qwen3-coder": ['<tool_call>', '</tool_call>', '<function=f>', '<function=get_weather>', '</function>',
+                    '<parameter=a>', '<parameter=b>', '<parameter=city>', '</parameter>', '<function='],
+    "llama3-json": ['<|python_tag|>', '{"name": "f", "parameters": ', '{"type": "function", "name": "f", "arguments": '],
+    "mistral": ['[TOOL_CALLS]', '[ARGS]', '[CALL_ID]', 'abcdefghi', '[{"name": "f", "arguments": {}, "id": "x"}',
+                '{"name": "f", "id": "y", "arguments": '],
+    "functionary-v2": ['<|from|>', 'assistant', '<|recipient|>', '<|content|>', '<|stop|>',
+                       '<|from|>assistant\n<|recipient|>', '\n<|content|>'],
+    "functionary-v3.1": ['<function=', '</function>', '<|python_tag|>', '<function=f>'],
+    "functionary-v3.2": ['>>>', '>>>all\n', '>>>f\n', '>>>python\n', 'all\n'],
+    "glm4": ['<|assistant|>', '<|observation|>', 'f\n{', 'get_weather\n'],
+    "glm45": ['<tool_call>', '</tool_call>', '<arg_key>', '</arg_key>', '<arg_value>', '</arg_value>', 'f\n'],
+    "react": ['Action:', 'Action Input:', 'Thought:', 'Final Answer:', 'Observation:', ' f\n'],
+    "pythonic": ['[', 'f(', 'a=', "'x'", '"""', "'''", ', ', 'g.h(', '<|python_start|>', '<|python_end|>',
+                 'True', '(1,)', '{1}', '**k', '1j', '\\'],
+}
+
+# Inputs that once broke a parser, or that target its limits: kept as explicit examples.
+REGRESSIONS = [
+    '<tool_call>{"name": "f", "arguments": ' + "[" * 20000 + "]" * 20000 + "}</tool_call>",  # json recursion
+    '{"name": "f", "parameters": {"a": NaN}}',  # non-JSON constant
+    '[TOOL_CALLS]f[ARGS]{"a": 1e400}',  # float overflow
+    "[f(a=" + "(" * 300 + ")" * 300 + ")]",  # ast nesting limit
+    "[f(a=1" + "0" * 5000 + ")]",  # int digit limit
+    "[f(a='\x00')]",  # NUL in Python source
+    '<tool_call>{"name": "f", "arguments": {"a": "x\\',  # lone backslash at the end
+    "Action: f\nAction Inp",  # cut inside the header was once reported as content
+    "<tool_call>f\n<arg_key>a</arg_key>\n<arg_val",  # same, GLM-4.5
+    "all\nhi>>>",  # a bare prefix at the very end
+    "\ud800<tool_call>\udfff",  # lone surrogates
+    # Found in review: an integer-typed parameter beyond Python's int/str digit limit.
+    "<tool_call>\n<function=get_weather>\n<parameter=days>\n" + "9" * 5000 + "\n</parameter>\n</function>\n</tool_call>",
+    "<tool_call>get_weather<arg_key>days</arg_key><arg_value>" + "9" * 5000 + "</arg_value></tool_call>",
+    # Found by fuzzing: a prefix ending in "" was read as an empty string, then became the
+    # start of a triple-quoted string once the third quote arrived, retracting content.
+    '<|python_start|>[f(a="""x")]<|python_end|>ok<|python_start|>[f(a="""x\n)""")]<|python_end|>ok',
+]
+
+
+def _canned() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path in sorted(CASES_DIR.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out[doc["format"]] = [o["output"] for o in doc["outputs"]]
+    return out
+
+
+CANNED = _canned()
+
+
+def _mutate(text: str, edits: list[tuple[int, int, str, bool]]) -> str:
+    for pos, delete, insert, truncate in edits:
+        pos %= len(text) + 1
+        text = text[:pos] if truncate else text[:pos] + insert + text[pos + delete:]
+    return text
+
+
+def texts(name: str) -> st.SearchStrategy[str]:
+    frag = st.sampled_from(COMMON + FRAGMENTS[name] * 3)
+    glued = st.lists(st.one_of(frag, frag, st.text(max_size=3)), max_size=30).map("".join)
+    canned = st.sampled_from(CANNED.get(name) or [""])
+    # Mostly light edits: a valid output with one or two faults is where parsers slip.
+    edit = st.tuples(st.integers(0, 10_000), st.integers(0, 8), frag, st.integers(0, 5).map(lambda k: k == 0))
+    mutated = st.builds(_mutate, canned, st.lists(edit, max_size=2))
+    joined = st.builds(lambda a, b, sep: a + sep + b, canned, canned, st.sampled_from(["", "\n", " ", ";"]))
+    return st.one_of(mutated, joined, glued, st.text(max_size=60))
+
+
+class Hang(Exception):
+    pass
+
+
+@contextmanager
+def time_budget(seconds: float):
+    def on_alarm(signum, frame):
+        raise Hang(f"parser took more than {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _canon(ex: Extraction) -> dict:
+    return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content}
+
+
+def _pieces(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    return [text[a:b] for a, b in zip(points, points[1:])] or [text]
+
+
+def _with_examples(fn):
+    for text in REGRESSIONS:
+        for use_tools in (False, True):
+            fn = example(text=text, use_tools=use_tools, cuts=[7, 3])(fn)
+    return fn
+
+
+@pytest.mark.parametrize("name", format_names())
+def test_extract_never_raises(name):
+    fmt = get_format(name)
+
+    @SETTINGS
+    @_with_examples
+    @given(text=texts(name), use_tools=st.booleans(), cuts=st.just([]))
+    def prop(text, use_tools, cuts):
+        with time_budget(TIME_BUDGET_S):
+            ex = fmt.extract(text, TOOLS if use_tools else None)
+        assert isinstance(ex, Extraction)
+        assert isinstance(ex.content, str) and (ex.error is None or isinstance(ex.error, str))
+        assert not (ex.error and "internal parser error" in ex.error), ex.error
+        for call in ex.calls:
+            assert isinstance(call.name, str) and call.name
+            assert (call.invalid is None) == isinstance(call.arguments, dict)
+
+    prop()
+
+
+@pytest.mark.parametrize("name", format_names())
+def test_stream_reconstructs_extract(name):
+    fmt = get_format(name)
+
+    @SETTINGS
+    @_with_examples
+    @given(text=texts(name), use_tools=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=8))
+    def prop(text, use_tools, cuts):
+        tools = TOOLS if use_tools else None
+        with time_budget(TIME_BUDGET_S):
+            want = _canon(fmt.extract(text, tools))
+            splits = [_pieces(text, cuts)]
+            if len(text) <= CHAR_BY_CHAR_MAX:
+                splits.append(list(text))
+            for pieces in splits:
+                deltas, problems = run_stream(fmt, pieces, tools)
+                assert problems == [], (pieces, problems)
+                assert _canon(reconstruct(deltas)) == want, pieces
+
+    prop()
