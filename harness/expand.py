@@ -15,6 +15,8 @@ from .cases import Case, CaseSet, Context
 REFERENCE_RENDERER = "hf"
 RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
 TOKENIZERS = ("hf", "llama-cpp-python", "llama-server")
+GENERATORS = ("llama-cpp-python", "llama-server", "openai")
+ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS))
 
 
 @dataclass(frozen=True)

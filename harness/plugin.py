@@ -34,6 +34,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write results.json here at the end of a suite run (default: <rootdir>/reports)")
     group.addoption("--model-dir", action="append", default=[], metavar="DIR",
                     help="look for model files here first (also: HARNESS_MODEL_DIR)")
+    group.addoption("--server-url", default=None,
+                    help="attach the llama-server backend to a server you started (not stopped by us)")
+    group.addoption("--server-binary", default=None, help="use this llama-server binary instead of building one")
+    group.addoption("--llama-cpp-tree", default=None,
+                    help="build llama-server from this llama.cpp tree (default: the pinned llama-cpp-python sdist)")
+    group.addoption("--openai-url", default=None,
+                    help="also run the 'openai' backend against this OpenAI-compatible endpoint")
+    group.addoption("--openai-capabilities", default="chat,stream",
+                    help="comma-separated capabilities of --openai-url (e.g. chat,stream,complete,tools)")
     group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
     group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
 
@@ -71,8 +80,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             files = cases.files
             metafunc.parametrize(argname, files, ids=[Path(f).name for f in files])
             continue
-        from .expand import RENDERERS, TOKENIZERS
-        available = [b for b in dict.fromkeys(RENDERERS + TOKENIZERS) if not filters or b in filters]
+        from .expand import ALL_BACKENDS
+        available = [b for b in ALL_BACKENDS if (not filters or b in filters)
+                     and (b != "openai" or config.getoption("--openai-url"))]
         params = []
         for item in expand(cases, _present(available)):
             marks = []
@@ -103,7 +113,13 @@ def harness_runtime(request: pytest.FixtureRequest):
     from .runtime import Runtime
     config = request.config
     dirs = [Path(d) for d in config.getoption("--model-dir")]
-    rt = Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed")),
+    extra = {k: v for k, v in {
+        "server_url": config.getoption("--server-url"), "server_binary": config.getoption("--server-binary"),
+        "llama_cpp_tree": config.getoption("--llama-cpp-tree"), "base_url": config.getoption("--openai-url"),
+        "capabilities": [c for c in config.getoption("--openai-capabilities").split(",") if c],
+    }.items() if v}
+    rt = Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed"),
+                                extra=extra),
                  backend_filter=config.getoption("--backend") or None, model_dirs=dirs)
     config.stash[RESULTS_KEY]["runtime"] = rt
     yield rt

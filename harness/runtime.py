@@ -7,11 +7,15 @@ that every affected item fails with the same clear message without retrying.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, backend_class
+import dataclasses
+
+from .backends.base import (Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, Unsupported,
+                            backend_class)
 from .cases import Case, Context
 from .errors import SourceError
 from .sources import FileSpec, resolve
@@ -59,13 +63,25 @@ class Runtime:
         key = (name, model.key if model else None)
         if key not in self._backends:
             try:
-                self._backends[key] = backend_class(name)(model, self.options)
+                self._backends[key] = backend_class(name)(model, self._options_for(name))
+            except Unsupported as exc:
+                self._backends[key] = exc        # skips, with the backend's reason
             except (BackendError, ImportError, OSError) as exc:
                 self._backends[key] = BackendError(f"{name} could not be opened for {key[1] or 'templates'}: {exc}")
         got = self._backends[key]
         if isinstance(got, Exception):
             raise got
         return got
+
+    def _options_for(self, name: str) -> BackendOptions:
+        """The llama-server backend builds from the llama.cpp tree vendored in the pinned
+        llama-cpp-python sdist unless told otherwise, so both backends are the same llama.cpp."""
+        extra = dict(self.options.extra)
+        if name == "llama-server" and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
+            if not os.environ.get("HARNESS_LLAMA_CPP_TREE"):
+                from .sources import llama_cpp_tree
+                extra["llama_cpp_tree"] = str(llama_cpp_tree())
+        return dataclasses.replace(self.options, extra=extra)
 
     def backend_infos(self) -> dict[str, dict[str, Any]]:
         out = {}

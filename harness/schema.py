@@ -73,6 +73,23 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"renderers": _RENDERERS, "contexts": _CONTEXT_REFS},
     },
+    "tokenizer": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            # llama.cpp's HF-generated reference ids (models/ggml-vocab-*.gguf.inp/.out)
+            "reference": {"type": "object", "additionalProperties": False,
+                          "required": ["pypi_sdist", "inp", "out"],
+                          "properties": {"pypi_sdist": _PYPI_MEMBER["properties"]["pypi_sdist"],
+                                         "inp": _TEXT, "out": _TEXT}},
+            # differential testing against transformers on generated strings
+            "differential": {"type": "object", "additionalProperties": False,
+                             "properties": {"examples": {"type": "integer", "minimum": 1},
+                                            "seed": {"type": "integer"}}},
+            # decode(encode(s)) == s is promised; false for normalising tokenizers (BERT)
+            "lossless": {"type": "boolean"},
+            "lossless_reason": _TEXT,
+        },
+    },
 }
 
 CASE_SCHEMA: dict[str, Any] = {

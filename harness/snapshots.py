@@ -7,12 +7,16 @@ escaped inside JSON strings) and readable in a pull-request diff.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from syrupy.extensions.json import JSONSnapshotExtension
 
 
+@lru_cache(maxsize=None)
 def golden_extension(golden_dir: Path) -> type[JSONSnapshotExtension]:
+    """One class per folder: syrupy discovers snapshots once per (folder, extension class),
+    so a new class per test would rescan the folder for every test (quadratic)."""
     golden_dir = Path(golden_dir)
 
     class GoldenJSON(JSONSnapshotExtension):

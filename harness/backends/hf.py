@@ -73,7 +73,7 @@ class HFBackend:
                     conversations=[list(req.messages)], tools=req.tools, chat_template=template,
                     add_generation_prompt=req.add_generation_prompt, **variables)
                 return rendered[0]
-        return capture(run, (jinja2.exceptions.TemplateError,))
+        return capture(run, jinja2.exceptions.TemplateError)  # transformers' raise_exception
 
     # --- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:

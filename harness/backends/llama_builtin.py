@@ -15,6 +15,10 @@ from .base import RENDER, BackendOptions, ModelFiles, Rendered, RenderRequest, U
 
 class LlamaBuiltinTemplates:
     name = "llama.cpp-builtin"
+    # llama.cpp's built-in formatters never write the BOS text: llama_tokenize adds the BOS
+    # token itself when the vocab asks for it. Comparisons strip one leading BOS from the
+    # reference for this renderer; the token-level check catches a doubled BOS.
+    omits_bos_text = True
 
     def __init__(self, model: ModelFiles | None, options: BackendOptions):
         import llama_cpp

@@ -84,7 +84,7 @@ class LlamaCppBackend:
                              date_string=FIXED_DATE_STRING, **req.extra).prompt
 
         # Jinja2ChatFormatter turns the template's raise_exception into ValueError
-        return capture(run, (ValueError,))
+        return capture(run, ValueError)
 
     # --- tokens --------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:

@@ -26,14 +26,17 @@ def frozen_clock() -> Iterator[None]:
         yield
 
 
-def capture(render: Callable[[], str], rejected_types: tuple[type[BaseException], ...]) -> Rendered:
-    """Run `render`, recording a template's refusal or an engine error as the outcome."""
+def capture(render: Callable[[], str], rejection_type: type[BaseException]) -> Rendered:
+    """Run `render`, recording a template's refusal or an engine error as the outcome.
+
+    `rejection_type` is the exact type the stack's raise_exception() raises; subclasses
+    (jinja's UndefinedError and SecurityError derive from TemplateError) are engine errors."""
     try:
         with frozen_clock():
             return Rendered(text=render())
-    except rejected_types as exc:
-        return Rendered(error=f"TemplateRejected: {exc}", rejected=True)
     except RecursionError:
         return Rendered(error="RecursionError: template recursion too deep")
     except Exception as exc:  # the engine's verdict on this template is the result we record
+        if type(exc) is rejection_type:
+            return Rendered(error=f"TemplateRejected: {exc}", rejected=True)
         return Rendered(error=f"{type(exc).__name__}: {exc}")

@@ -18,6 +18,8 @@ def open_backend(runtime, name: str, case, capability: str, record_property) -> 
     A backend that cannot be opened (or a model that cannot be resolved) fails the test."""
     try:
         backend = runtime.backend(name, case)
+    except Unsupported as exc:
+        pytest.skip(f"{name}: {exc.reason}")
     except (SourceError, BackendError) as exc:
         # the message is the whole story (sources tried, load error); a traceback adds nothing
         pytest.fail(f"{case.location()}: {exc}", pytrace=False)
