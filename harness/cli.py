@@ -16,7 +16,7 @@ SUITE = Path(__file__).parent / "suite"
 
 def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
     root = Path(ns.root).resolve()
-    reports = root / "reports"
+    reports = Path(ns.report_dir).resolve() if ns.report_dir else root / "reports"
     args = [str(SUITE), f"--rootdir={root}", "-p", "no:cacheprovider",
             f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}", f"--report-dir={reports}",
             f"--junitxml={reports / 'junit.xml'}", "-o", "junit_family=xunit2", "-q", "-rfEX"]
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--family", action="append", help="check family, e.g. templates (repeatable)")
     run.add_argument("--update-goldens", action="store_true", help="write goldens (syrupy --snapshot-update)")
     run.add_argument("-n", "--workers", help="pytest-xdist workers, e.g. 2 or auto")
+    run.add_argument("--report-dir", help="where results.json and junit.xml go (default: reports/)")
     run.set_defaults(func=cmd_run)
 
     fetch = sub.add_parser("fetch", help="resolve and verify every model file the cases name")

@@ -62,6 +62,12 @@ def caseset(config: pytest.Config) -> CaseSet:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
+    if (config.getoption("--case") or config.getoption("--backend")) and hasattr(config.option,
+                                                                                 "disable_unused_snapshots"):
+        # A subset of cases or backends cannot tell which goldens are unused: without this,
+        # syrupy would report every other case's goldens as unused and, with
+        # --snapshot-update, delete them.
+        config.option.disable_unused_snapshots = True
 
 
 # --- parametrization ---------------------------------------------------------------------

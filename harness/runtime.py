@@ -74,13 +74,16 @@ class Runtime:
         return got
 
     def _options_for(self, name: str) -> BackendOptions:
-        """The llama-server backend builds from the llama.cpp tree vendored in the pinned
-        llama-cpp-python sdist unless told otherwise, so both backends are the same llama.cpp."""
+        """The llama-server backend builds from the llama.cpp tree vendored in the sdist of the
+        installed llama-cpp-python unless told otherwise, so both backends are the same llama.cpp."""
         extra = dict(self.options.extra)
         if name == "llama-server" and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
             if not os.environ.get("HARNESS_LLAMA_CPP_TREE"):
+                from importlib.metadata import version
+
                 from .sources import llama_cpp_tree
-                extra["llama_cpp_tree"] = str(llama_cpp_tree())
+                # the tree vendored in the sdist of the llama-cpp-python that is installed
+                extra["llama_cpp_tree"] = str(llama_cpp_tree(version("llama-cpp-python")))
         return dataclasses.replace(self.options, extra=extra)
 
     def backend_infos(self) -> dict[str, dict[str, Any]]:

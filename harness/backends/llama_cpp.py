@@ -113,15 +113,12 @@ class LlamaCppBackend:
 
         def opt(v: int) -> int | None:
             return None if v < 0 else v
-        rows = None
-        if not self.model.vocab_only:
-            rows = n_vocab  # llama.cpp refuses to load weights whose token_embd rows differ from n_vocab
         return VocabInfo(
             n_vocab=n_vocab, reported_size=n_vocab, n_ids=n_vocab,
             bos_id=opt(lib.llama_vocab_bos(vocab)), eos_id=opt(lib.llama_vocab_eos(vocab)),
             eot_id=opt(lib.llama_vocab_eot(vocab)), pad_id=opt(lib.llama_vocab_pad(vocab)),
             add_bos=bool(lib.llama_vocab_get_add_bos(vocab)), add_eos=bool(lib.llama_vocab_get_add_eos(vocab)),
-            eog_ids=eog, special_ids=control, embedding_rows=rows,
+            eog_ids=eog, special_ids=control, embedding_rows=_embedding_rows(self.model.gguf),
             extra={"metadata_keys": sorted(k for k in llm.metadata if k.startswith("tokenizer."))})
 
     # --- generation ------------------------------------------------------------------------
@@ -140,6 +137,11 @@ class LlamaCppBackend:
                       stop=list(req.stop) or None, grammar=self._grammar(req.grammar, req.json_schema))
         if req.stop_ids:
             raise Unsupported("llama-cpp-python's create_completion takes no stop token ids")
+        if req.render_special:
+            # create_completion always detokenizes with special=False; only Llama.detokenize
+            # (special=True) renders special tokens, so a request for rendered specials cannot be met
+            raise Unsupported("llama-cpp-python's create_completion has no flag to render special tokens "
+                              "(it detokenizes with special=False; Llama.detokenize(special=True) does)")
         self.llm.reset()
         if not req.stream:
             out = self.llm.create_completion(prompt, **kwargs)
@@ -168,5 +170,17 @@ class LlamaCppBackend:
             msg = choice["message"]
             return Generation(text=msg.get("content") or "", finish_reason=choice["finish_reason"],
                               tool_calls=msg.get("tool_calls"), info=info)
-        from .stream import normalise_openai_chat_chunks
-        return normalise_openai_chat_chunks(self.llm.create_chat_completion(stream=True, **kwargs), info=info)
+        from .stream import normalise_stream
+        gen = normalise_stream(list(self.llm.create_chat_completion(stream=True, **kwargs)), kind="chat")
+        gen.info.update(info)
+        return gen
+
+
+def _embedding_rows(path) -> int | None:
+    """Rows of the token embedding matrix as stored in the GGUF (None: no weights)."""
+    from gguf import GGUFReader
+    reader = GGUFReader(str(path), "r")
+    for tensor in reader.tensors:
+        if tensor.name == "token_embd.weight":
+            return int(tensor.shape[-1])   # GGUF stores dims innermost-first: [n_embd, n_vocab]
+    return None
