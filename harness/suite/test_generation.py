@@ -1,0 +1,90 @@
+"""Generation with real weights, greedy and seeded, on every generating backend: grammars
+(and the grammar engine alone), token masks, stops, special-token rendering, missing chat
+templates; each generation also streamed and compared with the non-streamed result.
+The checking itself lives in harness/generation.py."""
+
+from harness import generation as gen
+from harness.backends.base import CHAT, COMPLETE, STREAM, VOCAB
+from harness.suite import open_backend
+
+PARAMETERS = {
+    "engine_item": gen.engine_items,
+    "grammar_item": gen.grammar_items,
+    "agree_item": gen.agree_items,
+    "masks_item": gen.masks_items,
+    "oov_item": gen.oov_items,
+    "stop_item": gen.stop_items,
+    "special_item": gen.special_items,
+    "template_item": gen.template_items,
+}
+
+
+def _conclude(outcome, golden, record_property):
+    for note in outcome.notes:
+        record_property("finding", note)
+    assert outcome.golden == golden
+    outcome.conclude()
+
+
+def test_grammar_engine(engine_item, golden, record_property):
+    """Strings each grammar must accept and reject, through llama.cpp's grammar engine alone."""
+    _conclude(gen.check_grammar_engine(engine_item), golden, record_property)
+
+
+def test_grammar(grammar_item, harness_runtime, golden, record_property):
+    """Constrained output conforms, ends by itself, leaks no end-of-turn text; streamed == not."""
+    it = grammar_item
+    caps = gen.grammar_caps(it, it.params["endpoint"])
+    backend = open_backend(harness_runtime, it.backend, it.case, caps[0], record_property)
+    gen.needs(backend, *caps)
+    _conclude(gen.check_grammar(harness_runtime, it, backend), golden, record_property)
+
+
+def test_endpoints_agree(agree_item, harness_runtime, golden, record_property):
+    """The completion endpoint on the chat endpoint's own prompt returns what chat returns."""
+    it = agree_item
+    backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
+    gen.needs(backend, *gen.grammar_caps(it, "chat"))
+    _conclude(gen.check_endpoints_agree(harness_runtime, it, backend), golden, record_property)
+
+
+def test_masks(masks_item, harness_runtime, golden, record_property):
+    """Every special id and every id a grammar sampler allows is within n_vocab."""
+    it = masks_item
+    backend = open_backend(harness_runtime, it.backend, it.case, VOCAB, record_property)
+    _conclude(gen.check_masks(harness_runtime, it, backend), golden, record_property)
+
+
+def test_out_of_vocab(oov_item, harness_runtime, golden, record_property):
+    """A token id >= n_vocab is refused with an error, never a crash."""
+    it = oov_item
+    backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
+    _conclude(gen.check_out_of_vocab(harness_runtime, it, backend), golden, record_property)
+
+
+def test_stop(stop_item, harness_runtime, golden, record_property):
+    """Stops cut the output exactly at the first stop, with the right finish reason."""
+    it = stop_item
+    backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
+    if it.stream:
+        gen.needs(backend, STREAM)
+    _conclude(gen.check_stop(harness_runtime, it, backend), golden, record_property)
+
+
+def test_special_rendering(special_item, harness_runtime, golden, record_property):
+    """With and without rendering of special tokens, the text is what the backend documents."""
+    it = special_item
+    backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
+    if it.stream:
+        gen.needs(backend, STREAM)
+    _conclude(gen.check_special(harness_runtime, it, backend), golden, record_property)
+
+
+def test_chat_template(template_item, harness_runtime, golden, record_property):
+    """A chat call reports the template it used; a model without one must not be silently
+    formatted in a fallback."""
+    it = template_item
+    backend = open_backend(harness_runtime, it.backend, it.case, CHAT, record_property)
+    if it.stream:
+        gen.needs(backend, STREAM)
+    _conclude(gen.check_chat_template(harness_runtime, it, backend), golden, record_property)
