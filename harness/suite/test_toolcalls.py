@@ -1,0 +1,133 @@
+"""Tool calls: round trip through each tool-capable template, the prompts llama-cpp-python's
+hand-built tool handlers send, streaming of every wire format in a real model's tokens, and
+real tool-call generations (grammar-constrained and through each stack's chat API), with
+arguments validated against the tool's schema. The checking lives in harness/toolcall_checks.py.
+(Rendering tool conversations and agreement between renderers is test_templates.py.)"""
+
+import dataclasses
+
+import pytest
+
+from harness import toolcall_checks as tc
+from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
+from harness.suite import open_backend, skip_unsupported
+
+PARAMETERS = {
+    "round_trip_item": tc.round_trip_items,
+    "handler_item": tc.handler_items,
+    "stream_item": tc.stream_items,
+    "grammar_item": tc.grammar_items,
+    "chat_item": tc.chat_items,
+}
+
+
+def _conclude(outcome, golden, record_property):
+    for note in outcome.notes:
+        record_property("finding", note)
+    assert outcome.golden == golden
+    outcome.conclude()
+
+
+def _run(check, *args):
+    try:
+        return check(*args)
+    except tc.CaseProblem as exc:
+        pytest.fail(str(exc), pytrace=False)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+
+
+@pytest.fixture(scope="session")
+def toolcall_backends(harness_runtime):
+    """Backends only this family needs: a template-only transformers renderer, and llama-server
+    processes started with a case's tool-capable template. Closed at the end of the session."""
+    opened = {}
+    yield opened
+    for backend in opened.values():
+        if not isinstance(backend, Exception):
+            backend.close()
+
+
+def _template_renderer(rt, opened):
+    if "hf-templates" not in opened:
+        from harness.backends.hf import HFBackend
+        opened["hf-templates"] = HFBackend(None, rt.options)
+    return opened["hf-templates"]
+
+
+def _server_with_template(rt, item, opened, record_property):
+    """llama-server for the case's model, started with --chat-template-file <the case's template>."""
+    from harness.backends.server import ServerBackend
+    path, _ = tc.template_ref(tc.generation_config(item.case)["template"])
+    key = ("llama-server", item.case.id, str(path))
+    if key not in opened:
+        try:
+            model = dataclasses.replace(rt.model_files(item.case), chat_template_file=path)
+            opened[key] = ServerBackend(model, rt._options_for("llama-server"))
+        except (BackendError, Unsupported) as exc:
+            opened[key] = exc
+    got = opened[key]
+    if isinstance(got, Unsupported):
+        skip_unsupported(got)
+    if isinstance(got, Exception):
+        pytest.fail(f"{item.case.location()}: llama-server with {path.name}: {got}", pytrace=False)
+    record_property("backend_info", got.info())
+    return got
+
+
+def test_round_trip(round_trip_item, harness_runtime, toolcall_backends, golden, record_property):
+    """Tool calls rendered by the template come back from the rendered turn (extracted, or at
+    least present), except what the case declares lossy by design. A model's template is the
+    one in its GGUF, rendered by transformers' Jinja like a template-set case."""
+    it, rt = round_trip_item, harness_runtime
+    own = None
+    if it.case.kind == "model":
+        own = tc.model_template(open_backend(rt, "llama-cpp-python", it.case, RENDER, record_property))
+        hf = _template_renderer(rt, toolcall_backends)
+    else:
+        hf = open_backend(rt, "hf", it.case, RENDER, record_property)
+    _conclude(_run(tc.check_round_trip, rt, it, hf, own), golden, record_property)
+
+
+def test_handler_prompt(handler_item, harness_runtime, toolcall_backends, golden, record_property):
+    """The prompt a hand-built llama-cpp-python tool handler sends, captured before it generates,
+    against the template it stands in for and the rules every tool prompt keeps."""
+    it, rt = handler_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, TOKENIZE, record_property)
+    hf_tokenizer = None
+    if it.params["handler"].startswith("functionary"):
+        # the functionary handlers render through llama.tokenizer_.hf_tokenizer: the model's own
+        hf_tokenizer = open_backend(rt, "hf", it.case, TOKENIZE, record_property).tokenizer
+    renderer = _template_renderer(rt, toolcall_backends)
+    _conclude(_run(tc.check_handler_prompt, rt, it, llama, renderer, hf_tokenizer), golden, record_property)
+
+
+def test_stream(stream_item, harness_runtime, harness_cases, golden, record_property):
+    """Every canned output streams, one real token per delta (and every other split), to the
+    calls extract() finds in the finished text; names and ids are sent once."""
+    it = stream_item
+    backend = open_backend(harness_runtime, it.backend, it.case, TOKENIZE, record_property)
+    _conclude(_run(tc.check_stream, it, backend, harness_cases.root), golden, record_property)
+
+
+def test_grammar_call(grammar_item, harness_runtime, toolcall_backends, golden, record_property):
+    """Greedy generation under a grammar that follows the wire format; extracted arguments
+    satisfy the tool's schema."""
+    it, rt = grammar_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, COMPLETE, record_property)
+    if GRAMMAR not in backend.capabilities:
+        pytest.skip(f"{it.backend} has no '{GRAMMAR}' capability")
+    renderer = _template_renderer(rt, toolcall_backends)
+    _conclude(_run(tc.check_grammar_call, rt, it, backend, renderer), golden, record_property)
+
+
+def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record_property):
+    """A forced tool call through the stack's chat API comes back as a tool call whose
+    arguments satisfy the tool's schema."""
+    it, rt = chat_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, CHAT, record_property)
+    if TOOLS not in backend.capabilities:
+        pytest.skip(f"{it.backend} has no '{TOOLS}' capability")
+    if it.backend == "llama-server" and it.params["template"] != "embedded":
+        backend = _server_with_template(rt, it, toolcall_backends, record_property)
+    _conclude(_run(tc.check_chat_call, rt, it, backend), golden, record_property)
