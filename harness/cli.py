@@ -1,4 +1,4 @@
-"""`harness run | fetch | cases | lint | new-case | compare` — the command line.
+"""`harness run | fetch | cases | lint | new-case | bench | compare` — the command line.
 
 `harness run` is pytest over the installed check families (harness/suite) with the
 repository's cases/, golden/ and reports/; anything after `--` goes to pytest as is.
@@ -26,8 +26,10 @@ def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
         args.append(f"--backend={b}")
     if ns.update_goldens:
         args.append("--snapshot-update")
-    if ns.workers:
-        args += ["-n", str(ns.workers)]
+    if ns.workers not in (None, "0"):
+        # xdist isolates native crashes (a crashed worker fails its current test and is
+        # replaced); loadgroup keeps each case on one worker so models load once
+        args += ["-n", str(ns.workers), "--dist", "loadgroup", "--max-worker-restart", "20"]
     return args + extra
 
 
@@ -72,6 +74,55 @@ def cmd_cases(ns: argparse.Namespace, extra: list[str]) -> int:
     return 1 if cases.errors else 0
 
 
+def cmd_new_case(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Write a complete, commented case file for a GGUF (harness/newcase.py)."""
+    from . import newcase
+    return newcase.run(ns)
+
+
+def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Validate every case file; unused shared files and unpinned sources (harness/lint.py)."""
+    from . import lint
+    return lint.run(ns)
+
+
+def cmd_review(ns: argparse.Namespace, extra: list[str]) -> int:
+    """The review summary of the last run, per case (harness/review.py)."""
+    from . import review
+    return review.run(ns)
+
+
+def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Throughput and harness-overhead benchmarks (pytest-benchmark over harness/bench_suite);
+    every run is saved under reports/benchmarks/<machine>/ and the report is refreshed."""
+    import pytest
+    root = Path(ns.root).resolve()
+    reports = root / "reports"
+    args = [str(Path(__file__).parent / "bench_suite"), f"--rootdir={root}", "-p", "no:cacheprovider",
+            "-p", "no:xdist", f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}",
+            f"--report-dir={reports / 'bench'}", f"--benchmark-storage=file://{reports / 'benchmarks'}",
+            "--benchmark-columns=min,mean,max,stddev,rounds", "--benchmark-sort=name", "-q", "-rfE",
+            f"--threads={ns.threads}", f"--overhead-scope={ns.overhead}", f"--collect-cases={ns.collect_cases}"]
+    args.append(f"--benchmark-save={ns.save}" if ns.save else "--benchmark-autosave")
+    if ns.compare is not None:
+        args.append("--benchmark-compare" if ns.compare is True else f"--benchmark-compare={ns.compare}")
+    args += [f"--benchmark-compare-fail={f}" for f in ns.compare_fail or []]
+    args += [f"--case={c}" for c in ns.case or []] + [f"--backend={b}" for b in ns.backend or []]
+    if ns.rounds:
+        args.append(f"--rounds={ns.rounds}")
+    rc = int(pytest.main(args + extra))
+    if (reports / "results.json").exists():
+        from .report import write_report
+        write_report(reports)          # refresh the throughput section and chart of reports/report.*
+    return rc
+
+
+def cmd_compare(ns: argparse.Namespace, extra: list[str]) -> int:
+    """What changed between two result sets (harness/compare.py)."""
+    from . import compare
+    return compare.run(ns)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
     p.add_argument("--root", default=os.getcwd(), help="repository root with cases/, golden/, reports/")
@@ -82,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", action="append", help="backend name (repeatable)")
     run.add_argument("--family", action="append", help="check family, e.g. templates (repeatable)")
     run.add_argument("--update-goldens", action="store_true", help="write goldens (syrupy --snapshot-update)")
-    run.add_argument("-n", "--workers", help="pytest-xdist workers, e.g. 2 or auto")
+    run.add_argument("-n", "--workers", default="2",
+                     help="pytest-xdist workers (default 2; 0 runs serially in one process)")
     run.add_argument("--report-dir", help="where results.json and junit.xml go (default: reports/)")
     run.set_defaults(func=cmd_run)
 
@@ -93,6 +145,55 @@ def build_parser() -> argparse.ArgumentParser:
     cases = sub.add_parser("cases", help="list the cases and where they are defined")
     cases.add_argument("--case", action="append")
     cases.set_defaults(func=cmd_cases)
+
+    from . import lint, newcase, review
+    new_case = sub.add_parser("new-case", help="write a complete, commented case file for a GGUF",
+                              description=newcase.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    newcase.add_arguments(new_case)
+    new_case.set_defaults(func=cmd_new_case)
+
+    lint_p = sub.add_parser("lint", help="validate every case file; unused shared contexts, duplicate ids, "
+                                         "known defects without a real description",
+                            description=lint.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lint.add_arguments(lint_p)
+    lint_p.set_defaults(func=cmd_lint)
+
+    review_p = sub.add_parser("review", help="per-case review summary of the last run (goldens, backends, "
+                                             "skips, failures)")
+    review.add_arguments(review_p)
+    review_p.set_defaults(func=cmd_review)
+    bench = sub.add_parser("bench", help="throughput and harness-overhead benchmarks (pytest-benchmark); "
+                                         "saved under reports/benchmarks/; args after -- go to pytest")
+    bench.add_argument("--save", metavar="NAME", help="save the run as NAME (default: autosave, numbered)")
+    bench.add_argument("--compare", nargs="?", const=True, metavar="NUM|NAME",
+                       help="compare with a saved run (default: the latest one)")
+    bench.add_argument("--compare-fail", action="append", metavar="EXPR",
+                       help="fail past this regression, e.g. mean:10%% or min:0.05 (repeatable; needs --compare)")
+    bench.add_argument("--case", action="append", help="case id glob (repeatable)")
+    bench.add_argument("--backend", action="append", help="backend name (repeatable)")
+    bench.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
+    bench.add_argument("--rounds", type=int, help="override each case's throughput rounds")
+    bench.add_argument("--overhead", default="quick", choices=["quick", "models", "full", "off"],
+                       help="suite run measured for harness overhead (default quick; see harness/bench_suite)")
+    bench.add_argument("--collect-cases", type=int, default=1000,
+                       help="generated cases for the collection-time benchmark (default 1000; 0 skips)")
+    bench.set_defaults(func=cmd_bench)
+
+    cmp_p = sub.add_parser("compare", help="what changed between two result sets (goldens, check status, "
+                                           "throughput), in Markdown and HTML")
+    cmp_p.add_argument("old", help="OLD result set: a reports folder, its results.json, or a saved benchmark run")
+    cmp_p.add_argument("new", help="NEW result set")
+    cmp_p.add_argument("--old-bench", help="saved benchmark run to use for OLD (default: latest in OLD/benchmarks)")
+    cmp_p.add_argument("--new-bench", help="saved benchmark run to use for NEW")
+    cmp_p.add_argument("--out", help="folder for compare.md and compare.html (default: NEW/compare)")
+    cmp_p.add_argument("--min-change", type=float, default=0.05,
+                       help="smallest relative throughput change reported (default 0.05)")
+    cmp_p.add_argument("--noise-k", type=float, default=3.0,
+                       help="a change must exceed this many standard errors of the rounds (default 3)")
+    cmp_p.add_argument("--limit", type=int, default=400, help="most items listed per section on stdout")
+    cmp_p.add_argument("--quiet", action="store_true", help="print only the summary lines")
+    cmp_p.add_argument("--fail-on-change", action="store_true", help="exit 1 when anything changed")
+    cmp_p.set_defaults(func=cmd_compare)
     return p
 
 

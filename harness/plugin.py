@@ -91,7 +91,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                      and (b != "openai" or config.getoption("--openai-url"))]
         params = []
         for item in expand(cases, _present(available)):
-            marks = []
+            # with `-n N --dist loadgroup`, all items of a case run on one worker: each model
+            # is loaded once, and a native crash takes down only that worker's current test
+            marks = [pytest.mark.xdist_group(item.case.id)]
             defect = item.case.defect_for(item.check, item.params)
             if defect is not None:
                 from .checks import Mismatch
@@ -200,6 +202,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .results import write_results
     path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
     config.stash[RESULTS_KEY]["written"] = path
+    from .report import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report.py)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -212,3 +215,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(line)
     if state.get("written"):
         terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")
+    from .review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/review.py)

@@ -7,6 +7,7 @@ template; that path needs torch). Template-only cases (no model) can still rende
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .base import (DETOKENIZE, RENDER, TOKENIZE, VOCAB, BackendError, BackendOptions, ModelFiles,
@@ -34,8 +35,7 @@ class HFBackend:
         try:
             if model.hf_tokenizer_dir:
                 return AutoTokenizer.from_pretrained(str(model.hf_tokenizer_dir)), f"hub:{model.hf_tokenizer_dir}"
-            return (AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name),
-                    "gguf_file")
+            return _from_gguf_cached(model), "gguf_file"
         except Exception as exc:  # transformers raises many types for unsupported vocabs
             raise BackendError(f"transformers could not build a tokenizer for {model.key}: "
                                f"{type(exc).__name__}: {exc}") from exc
@@ -106,3 +106,33 @@ class HFBackend:
             special_ids=specials,
             extra={"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
                    "len": len(tok)})
+
+
+def _from_gguf_cached(model: ModelFiles):
+    """transformers' GGUF -> tokenizer conversion takes 5-60 s per vocab (it parses the whole
+    GGUF in Python). Its result is saved once per machine, keyed by transformers version and
+    the GGUF's sha256, and later sessions load the saved tokenizer files in well under a second."""
+    import os
+    import shutil
+    import tempfile
+
+    import transformers
+    from filelock import FileLock
+    from transformers import AutoTokenizer
+
+    from ..sources import cache_root
+    if not model.gguf_sha256:
+        return AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
+    target = cache_root() / "hf-from-gguf" / transformers.__version__ / model.gguf_sha256
+    with FileLock(str(target) + ".lock"):
+        if not (target / ".complete").exists():
+            tok = AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent))
+            tok.save_pretrained(str(tmp))
+            (tmp / ".complete").write_text(model.gguf.name)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+            return tok
+    return AutoTokenizer.from_pretrained(str(target))

@@ -1,0 +1,252 @@
+"""Tokenizers: llama.cpp against its HF-generated reference ids and against transformers on
+generated strings; round trips; streaming detokenization; special tokens; vocab sizes."""
+
+import codecs
+
+import pytest
+
+from harness import tokenization as tk
+from harness.backends.base import DETOKENIZE, TOKENIZE, VOCAB, Unsupported
+from harness.checks import Mismatch
+from harness.suite import open_backend, skip_unsupported
+
+PARAMETERS = {
+    "reference_item": tk.reference_items,
+    "differential_item": tk.differential_items,
+    "roundtrip_item": tk.per_backend_items("tokenizer.roundtrip"),
+    "all_ids_item": tk.per_backend_items("tokenizer.all_ids"),
+    "stream_item": tk.per_backend_items("tokenizer.stream"),
+    "special_render_item": tk.per_backend_items("tokenizer.special_render"),
+    "special_item": tk.per_case_items("tokenizer.special"),
+    "sizes_item": tk.per_case_items("tokenizer.sizes"),
+}
+
+
+def _piece_fn(backend):
+    if hasattr(backend, "token_piece"):
+        return lambda i: backend.token_piece(i, render_special=True)
+    return lambda i: backend.detokenize([i], render_special=True)
+
+
+def test_reference_ids(reference_item, harness_runtime, record_property):
+    """llama.cpp's own HF-generated reference: tokenize exactly as test-tokenizer-0 does."""
+    it = reference_item
+    ref = tk.reference_of(it.case)[int(it.params["string"].split("-")[1])]
+    backend = open_backend(harness_runtime, it.backend, it.case, TOKENIZE, record_property)
+    # llama.cpp's test parses no special tokens; the HF generator used encode() defaults
+    ids = backend.tokenize(ref.text, add_special=False, parse_special=(it.backend == "hf"))
+    if list(ref.ids) != ids:
+        at = tk.first_divergence(list(ref.ids), ids)
+        raise Mismatch(f"{it.case.location()}: {it.backend} tokenizes reference string {ref.index} "
+                       f"{ref.text!r} differently from the recorded HF ids\n"
+                       + tk.describe_ids("recorded", list(ref.ids), at, _piece_fn(backend)) + "\n"
+                       + tk.describe_ids(it.backend, ids, at, _piece_fn(backend)))
+
+
+def test_differential(differential_item, harness_runtime, record_property):
+    """llama.cpp vs transformers on generated strings (hypothesis, fixed seed, shrunk failures)."""
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    it, rt = differential_item, harness_runtime
+    hf = open_backend(rt, "hf", it.case, TOKENIZE, record_property)
+    other = open_backend(rt, it.backend, it.case, TOKENIZE, record_property)
+    opts = it.case.check_options("tokenizer").get("differential", {})
+    n, run_seed = opts.get("examples", 2000), opts.get("seed", 20241121)
+    special = it.params["mode"] == "special"
+    specials = ()
+    if VOCAB in other.capabilities:
+        specials = tuple(sorted({other.detokenize([i], render_special=True) for i in other.vocab_info().special_ids}
+                                - {""}))[:64]
+    record_property("differential", {"examples": n, "seed": run_seed, "parse_special": special})
+
+    @seed(run_seed)
+    @settings(max_examples=n, database=None, deadline=None, derandomize=False,
+              phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    @given(text=tk.corpus_strategy(specials))
+    def agree(text):
+        a = hf.tokenize(text, add_special=False, parse_special=special)
+        b = other.tokenize(text, add_special=False, parse_special=special)
+        if a != b:
+            at = tk.first_divergence(a, b)
+            raise Mismatch(f"{it.case.location()}: {it.backend} and hf tokenize {text!r} differently "
+                           f"(parse_special={special}, hypothesis seed {run_seed}, shrunk)\n"
+                           + tk.describe_ids("hf", a, at, _piece_fn(hf)) + "\n"
+                           + tk.describe_ids(it.backend, b, at, _piece_fn(other)))
+    agree()
+
+
+def test_roundtrip(roundtrip_item, harness_runtime, record_property):
+    """decode(encode(s)) == s, where the tokenizer promises it (case option `lossless`)."""
+    it = roundtrip_item
+    opts = it.case.check_options("tokenizer")
+    if opts.get("lossless") is False:
+        pytest.skip(f"not lossless by design: {opts.get('lossless_reason', 'declared in the case')}")
+    backend = open_backend(harness_runtime, it.backend, it.case, DETOKENIZE, record_property)
+    bad = []
+    for text in tk.PROBES:
+        ids = backend.tokenize(text, add_special=False, parse_special=False)
+        try:
+            back = backend.detokenize(ids, render_special=False)
+        except Unsupported as exc:
+            skip_unsupported(exc)
+        if back != text:
+            bad.append(f"  {text!r} -> {ids[:12]}{'...' if len(ids) > 12 else ''} -> {back!r}")
+    if bad:
+        raise Mismatch(f"{it.case.location()}: {it.backend}: decode(encode(s)) != s for {len(bad)} of "
+                       f"{len(tk.PROBES)} probes:\n" + "\n".join(bad))
+
+
+def test_every_id_detokenizes(all_ids_item, harness_runtime, record_property):
+    """Every id in the vocab has a piece, without error."""
+    it = all_ids_item
+    backend = open_backend(harness_runtime, it.backend, it.case, VOCAB, record_property)
+    n = backend.vocab_info().n_vocab or backend.vocab_info().n_ids
+    piece = _piece_fn(backend)
+    errors = []
+    for i in range(n):
+        try:
+            piece(i)
+        except Exception as exc:  # any failure on a valid id is the finding
+            errors.append(f"  id {i}: {type(exc).__name__}: {exc}")
+            if len(errors) >= 10:
+                break
+    if errors:
+        raise Mismatch(f"{it.case.location()}: {it.backend} fails to detokenize ids below n_vocab={n}:\n"
+                       + "\n".join(errors))
+
+
+def test_stream_detokenize(stream_item, harness_runtime, record_property):
+    """Detokenizing one token at a time reassembles exactly the full decode: llama.cpp's
+    byte-level pieces, and transformers with previous-token context as llama-cpp-python's
+    LlamaHFTokenizer.detokenize(prev_tokens=...) does. No U+FFFD, no dropped characters."""
+    it = stream_item
+    backend = open_backend(harness_runtime, it.backend, it.case, DETOKENIZE, record_property)
+    bad = []
+    for text in tk.PROBES:
+        ids = backend.tokenize(text, add_special=False, parse_special=False)
+        full = backend.detokenize(ids, render_special=False) if it.backend != "llama-server" else None
+        if it.backend == "hf":
+            pieces = backend.detokenize_stream(ids, render_special=False)
+            streamed = "".join(pieces)
+        else:
+            try:
+                raw = [backend.token_piece(i, render_special=False) for i in ids]
+            except Unsupported as exc:
+                skip_unsupported(exc)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            streamed = "".join(decoder.decode(p) for p in raw) + decoder.decode(b"", final=True)
+            full = full if full is not None else b"".join(raw).decode("utf-8", errors="replace")
+        if streamed != full or "\ufffd" in streamed and "\ufffd" not in text:
+            bad.append(f"  {text!r}: full {full!r} vs streamed {streamed!r}")
+    if bad:
+        raise Mismatch(f"{it.case.location()}: {it.backend}: token-by-token detokenization differs from the full "
+                       f"decode for {len(bad)} of {len(tk.PROBES)} probes:\n" + "\n".join(bad))
+
+
+def test_special_token_rendering(special_render_item, harness_runtime, record_property):
+    """A special token renders as its text when asked, and as nothing when not."""
+    it = special_render_item
+    backend = open_backend(harness_runtime, it.backend, it.case, VOCAB, record_property)
+    info = backend.vocab_info()
+    targets = {i for i in (info.eos_id, info.bos_id, info.eot_id) if i is not None}
+    llama = open_backend(harness_runtime, "llama-cpp-python", it.case, VOCAB, record_property)
+    n_vocab = llama.vocab_info().n_vocab
+    outside = sorted(i for i in targets if not 0 <= i < n_vocab)
+    if outside:
+        raise Mismatch(f"{it.case.location()}: {it.backend} reports special ids {outside} outside llama.cpp's "
+                       f"vocab (n_vocab={n_vocab})")
+    texts = {i: llama.token_text(i) for i in targets}
+    bad = []
+    for i in sorted(targets):
+        shown = backend.detokenize([i], render_special=True)
+        try:
+            hidden = backend.detokenize([i], render_special=False)
+        except Unsupported as exc:   # e.g. llama-server's /detokenize has no such switch
+            record_property("unchecked", f"render_special=False: {exc.reason}")
+            hidden = None
+        if shown != texts[i]:
+            bad.append(f"  id {i}: render_special=True gives {shown!r}, expected its text {texts[i]!r}")
+        if hidden not in (None, ""):
+            bad.append(f"  id {i} ({texts[i]!r}): render_special=False gives {hidden!r}, expected ''")
+    if bad:
+        raise Mismatch(f"{it.case.location()}: {it.backend} special-token rendering:\n" + "\n".join(bad))
+
+
+def test_special_tokens(special_item, harness_runtime, golden, record_property):
+    """BOS/EOS/EOT/PAD and add_bos/add_eos agree between GGUF metadata, llama.cpp and HF, and
+    every end-of-turn marker in the vocab is an end-of-generation token for llama.cpp."""
+    it, rt = special_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, VOCAB, record_property)
+    meta, lv = llama.llm.metadata, llama.vocab_info()
+
+    def meta_id(key):
+        v = meta.get(f"tokenizer.ggml.{key}")
+        return int(v) if v is not None else None
+
+    table = {"gguf": {k: meta_id(f"{k}_token_id") for k in ("bos", "eos", "eot", "padding")},
+             "llama.cpp": {"bos": lv.bos_id, "eos": lv.eos_id, "eot": lv.eot_id, "padding": lv.pad_id,
+                           "add_bos": lv.add_bos, "add_eos": lv.add_eos, "eog_ids": lv.eog_ids}}
+    problems = []
+    for k in ("bos", "eos", "eot", "padding"):
+        if table["gguf"][k] is not None and table["gguf"][k] != table["llama.cpp"][k]:
+            problems.append(f"{k}: GGUF metadata says {table['gguf'][k]}, llama.cpp uses {table['llama.cpp'][k]}")
+    try:
+        hf = rt.backend("hf", it.case)
+    except Exception as exc:  # recorded, not fatal: the llama.cpp side is still checked
+        table["hf"] = {"unavailable": str(exc).splitlines()[0]}
+        hf = None
+    if hf is not None and VOCAB in hf.capabilities:
+        hv = hf.vocab_info()
+        probe = hf.tokenize("a", add_special=True, parse_special=False)
+        hf_add_bos = bool(probe) and probe[0] == hv.bos_id and hv.bos_id is not None
+        hf_add_eos = bool(probe) and probe[-1] == hv.eos_id and hv.eos_id is not None
+        table["hf"] = {"bos": hv.bos_id, "eos": hv.eos_id, "padding": hv.pad_id,
+                       "add_bos": hf_add_bos, "add_eos": hf_add_eos}
+        for k in ("bos", "eos"):
+            if hv.__dict__[f"{k}_id"] is not None and hv.__dict__[f"{k}_id"] != table["llama.cpp"][k]:
+                problems.append(f"{k}: hf {hv.__dict__[f'{k}_id']} vs llama.cpp {table['llama.cpp'][k]}")
+        if hf_add_bos != bool(lv.add_bos):
+            problems.append(f"add_bos: hf adds BOS={hf_add_bos}, llama.cpp add_bos={lv.add_bos}")
+        if hf_add_eos != bool(lv.add_eos):
+            problems.append(f"add_eos: hf adds EOS={hf_add_eos}, llama.cpp add_eos={lv.add_eos}")
+    markers = {}
+    for text in tk.EOT_MARKERS:
+        ids = llama.tokenize(text, add_special=False, parse_special=True)
+        if len(ids) == 1 and llama.token_text(ids[0]) == text:
+            markers[text] = ids[0]
+    table["end_of_turn_markers"] = markers
+    missing = {t: i for t, i in markers.items() if i not in lv.eog_ids}
+    if missing:
+        problems.append(f"end-of-turn markers that llama.cpp does not stop on: {missing} (eog ids {lv.eog_ids})")
+    assert table == golden
+    if problems:
+        raise Mismatch(f"{it.case.location()}: special tokens disagree:\n  " + "\n  ".join(problems))
+
+
+def test_vocab_sizes(sizes_item, harness_runtime, golden, record_property):
+    """GGUF n_vocab, llama.cpp, the HF tokenizer's reported size and the ids it really uses,
+    and the embedding rows agree; every special id is below the model's vocab size."""
+    it, rt = sizes_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, VOCAB, record_property)
+    lv = llama.vocab_info()
+    sizes = {"llama.cpp n_vocab": lv.n_vocab, "gguf embedding rows": lv.embedding_rows}
+    specials = {"llama.cpp control ids": lv.special_ids, "llama.cpp eog ids": lv.eog_ids}
+    try:
+        hf = rt.backend("hf", it.case)
+    except Exception as exc:  # recorded: the llama.cpp side is still checked
+        sizes["hf"] = f"unavailable: {str(exc).splitlines()[0]}"
+        hf = None
+    if hf is not None and VOCAB in hf.capabilities:
+        hv = hf.vocab_info()
+        sizes.update({"hf vocab_size (reported)": hv.reported_size, "hf len(tokenizer)": hv.extra["len"],
+                      "hf ids in use (max id + 1)": hv.n_ids})
+        specials["hf special ids"] = hv.special_ids
+    assert {"sizes": sizes, "max_special_id": {k: max(v, default=None) for k, v in specials.items()}} == golden
+    n_vocab = lv.n_vocab
+    problems = [f"{k} = {v} != llama.cpp n_vocab {n_vocab}" for k, v in sizes.items()
+                if isinstance(v, int) and k != "llama.cpp n_vocab" and v != n_vocab]
+    problems += [f"{k} has ids >= n_vocab {n_vocab}: {[i for i in v if i >= n_vocab][:10]}"
+                 for k, v in specials.items() if any(i >= n_vocab for i in v)]
+    if problems:
+        raise Mismatch(f"{it.case.location()}: vocab sizes disagree (token masks built from the smaller size "
+                       f"go out of range):\n  " + "\n  ".join(problems))
