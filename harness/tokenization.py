@@ -16,7 +16,7 @@ SEPARATOR = "\n__ggml_vocab_test__\n"
 # token, llama.cpp must treat it as end-of-generation, or generation runs past the turn.
 EOT_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>",
                "</s>", "<|return|>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>", "<|eom_id|>",
-               "<turn|>", "<|user|>", "<|observation|>")
+               "<turn|>")
 
 # Multi-byte, combining, whitespace and code probes: what breaks detokenizers in the field.
 PROBES = (
