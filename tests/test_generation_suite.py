@@ -77,7 +77,7 @@ def test_runaway_leak_and_stream_differences_fail_with_location_and_both_outputs
     project.syspathinsert()
     text = (project.path / "cases" / "smol-fail.yaml").read_text().splitlines()
     line = {name: text.index(f"      - id: {name}") + 1 for name in ("runaway", "leak", "fine")}
-    result = project.runpytest(str(SUITE / "test_generation.py"), f"--cases={project.path / 'cases'}",
+    result = project.runpytest_subprocess(str(SUITE / "test_generation.py"), f"--cases={project.path / 'cases'}",
                                f"--golden-dir={project.path / 'golden'}",
                                f"--report-dir={project.path / 'reports'}", *FAST, "--snapshot-update",
                                "-p", "drop_a_character",

@@ -30,7 +30,9 @@ def project(pytester, case_tree, monkeypatch, preloaded_backends):
 
 
 def run(pytester, *extra):
-    return pytester.runpytest(str(SUITE), f"--cases={pytester.path / 'cases'}",
+    # the templates family and the case-file check are enough to show isolation
+    return pytester.runpytest_subprocess(str(SUITE / "test_templates.py"), str(SUITE / "test_case_files.py"),
+                                         f"--cases={pytester.path / 'cases'}",
                               f"--golden-dir={pytester.path / 'golden'}",
                               f"--report-dir={pytester.path / 'reports'}", *FAST, *extra)
 

