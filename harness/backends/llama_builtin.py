@@ -68,9 +68,5 @@ class LlamaBuiltinTemplates:
 
 
 def _read_gguf_template(path) -> str | None:
-    from gguf import GGUFReader
-    reader = GGUFReader(str(path), "r")
-    field = reader.fields.get("tokenizer.chat_template")
-    if field is None:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    from ..gguf_meta import read_gguf
+    return read_gguf(path).chat_template

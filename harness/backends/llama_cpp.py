@@ -7,6 +7,7 @@ without usable weights are loaded with `vocab_only=True`.
 from __future__ import annotations
 
 import ctypes
+from functools import lru_cache
 from typing import Any
 
 from .base import (CHAT, COMPLETE, DETOKENIZE, GRAMMAR, JSON_SCHEMA, RENDER, STREAM, TOKENIZE, TOOLS, VOCAB,
@@ -119,6 +120,12 @@ class LlamaCppBackend:
             size = -n
 
     def vocab_info(self) -> VocabInfo:
+        # computed once per backend: the EOG/control scans walk the whole vocab
+        if getattr(self, "_vocab_info", None) is None:
+            self._vocab_info = self._compute_vocab_info()
+        return self._vocab_info
+
+    def _compute_vocab_info(self) -> VocabInfo:
         lib, llm = self._llama_cpp, self.llm
         vocab = llm._model.vocab
         n_vocab = lib.llama_vocab_n_tokens(vocab)
@@ -190,11 +197,11 @@ class LlamaCppBackend:
         return gen
 
 
+@lru_cache(maxsize=None)
 def _embedding_rows(path) -> int | None:
-    """Rows of the token embedding matrix as stored in the GGUF (None: no weights)."""
-    from gguf import GGUFReader
-    reader = GGUFReader(str(path), "r")
-    for tensor in reader.tensors:
-        if tensor.name == "token_embd.weight":
-            return int(tensor.shape[-1])   # GGUF stores dims innermost-first: [n_embd, n_vocab]
-    return None
+    """Rows of the token embedding matrix as stored in the GGUF (None: no weights). Read once
+    per file with the harness's streaming metadata reader (gguf.GGUFReader takes 5-15 s on
+    large vocabularies)."""
+    from ..gguf_meta import read_gguf
+    shape = read_gguf(path).tensor_shape("token_embd.weight")
+    return int(shape[-1]) if shape else None   # GGUF dims are innermost-first: [n_embd, n_vocab]
