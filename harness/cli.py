@@ -99,18 +99,34 @@ def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
     root = Path(ns.root).resolve()
     reports = root / "reports"
     args = [str(Path(__file__).parent / "bench_suite"), f"--rootdir={root}", "-p", "no:cacheprovider",
-            "-p", "no:xdist", f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}",
+            f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}",
             f"--report-dir={reports / 'bench'}", f"--benchmark-storage=file://{reports / 'benchmarks'}",
             "--benchmark-columns=min,mean,max,stddev,rounds", "--benchmark-sort=name", "-q", "-rfE",
-            f"--threads={ns.threads}", f"--overhead-scope={ns.overhead}", f"--collect-cases={ns.collect_cases}"]
+            f"--threads={ns.threads}", f"--overhead-scope={ns.overhead}", f"--collect-cases={ns.collect_cases}",
+            f"--bench-timer={ns.timer}"]
     args.append(f"--benchmark-save={ns.save}" if ns.save else "--benchmark-autosave")
     if ns.compare is not None:
-        args.append("--benchmark-compare" if ns.compare is True else f"--benchmark-compare={ns.compare}")
+        saved = sorted((reports / "benchmarks").glob("*/[0-9][0-9][0-9][0-9]_*.json"))
+        if ns.compare is True:
+            found = saved[-1:]
+        else:   # a run number (0001), a saved name (baseline) or a file stem (0001_baseline)
+            found = [p for p in saved if ns.compare in (p.stem, p.stem[:4], p.stem[5:])][-1:]
+        if not found:
+            listed = ", ".join(p.stem for p in saved[-10:]) or "none"
+            print(f"harness bench: no saved run matches {ns.compare!r} in {reports / 'benchmarks'} "
+                  f"(latest: {listed})", file=sys.stderr)
+            return 2
+        args.append(f"--benchmark-compare={found[0].stem}")
     args += [f"--benchmark-compare-fail={f}" for f in ns.compare_fail or []]
     args += [f"--case={c}" for c in ns.case or []] + [f"--backend={b}" for b in ns.backend or []]
     if ns.rounds:
         args.append(f"--rounds={ns.rounds}")
-    rc = int(pytest.main(args + extra))
+    from pytest_benchmark.session import PerformanceRegression
+    try:
+        rc = int(pytest.main(args + extra))
+    except PerformanceRegression as exc:  # raised from pytest-benchmark's summary; the run is already saved
+        print(f"harness bench: {exc} (see the comparison above)", file=sys.stderr)
+        rc = 1
     if (reports / "results.json").exists():
         from .report import write_report
         write_report(reports)          # refresh the throughput section and chart of reports/report.*
@@ -173,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", action="append", help="backend name (repeatable)")
     bench.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
     bench.add_argument("--rounds", type=int, help="override each case's throughput rounds")
+    bench.add_argument("--timer", default="wall", choices=["wall", "cpu"],
+                       help="what the saved statistics and --compare-fail measure: wall time (default) or CPU time "
+                            "of the harness and llama-server (far less noisy on a shared machine)")
     bench.add_argument("--overhead", default="quick", choices=["quick", "models", "full", "off"],
                        help="suite run measured for harness overhead (default quick; see harness/bench_suite)")
     bench.add_argument("--collect-cases", type=int, default=1000,

@@ -45,6 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated capabilities of --openai-url (e.g. chat,stream,complete,tools)")
     group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
     group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
+    # limits (harness/isolation.py): a hung check fails alone; a check that eats memory fails alone
+    group.addoption("--case-timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="fail a suite check that runs longer than this (pytest-timeout, signal method; "
+                         "0: off; pytest-timeout's own --timeout / ini timeout win when given)")
+    group.addoption("--memory-ceiling", type=int, default=6144, metavar="MIB",
+                    help="fail the running check when its process's resident memory passes MIB (0: off)")
 
 
 def _root(config: pytest.Config, option: str, default: str) -> Path:
@@ -68,6 +74,60 @@ def pytest_configure(config: pytest.Config) -> None:
         # syrupy would report every other case's goldens as unused and, with
         # --snapshot-update, delete them.
         config.option.disable_unused_snapshots = True
+
+
+# --- limits: memory ceiling and per-check timeout (harness/isolation.py) -------------------------
+MEMORY_KEY = pytest.StashKey[Any]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if MEMORY_KEY in config.stash:
+        config.stash[MEMORY_KEY].stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """--memory-ceiling: a MemoryWatch per process, started at its first suite check; it fails
+    the check that is running when resident memory passes the ceiling."""
+    watch = None
+    if getattr(getattr(item, "module", None), "PARAMETERS", None) and item.config.getoption("--memory-ceiling"):
+        watch = item.config.stash.get(MEMORY_KEY, None)
+        if watch is None:
+            from .isolation import MemoryWatch
+            watch = item.config.stash[MEMORY_KEY] = MemoryWatch(item.config.getoption("--memory-ceiling")).start()
+        watch.running(item.nodeid)
+    try:
+        yield
+    finally:
+        if watch is not None:
+            watch.running(None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadgroup: never re-run the check a worker crashed on (harness/isolation.py)."""
+    if config.getvalue("dist") == "loadgroup":
+        from .isolation import crash_safe_loadgroup_scheduler
+        return crash_safe_loadgroup_scheduler(config, log)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--case-timeout: a pytest-timeout marker on every suite check that has none, unless
+    pytest-timeout is configured explicitly (--timeout or the ini `timeout`)."""
+    limit = config.getoption("--case-timeout")
+    if not limit or not config.pluginmanager.hasplugin("timeout"):
+        return
+    try:
+        explicit = config.getoption("timeout", None) is not None or bool(config.getini("timeout"))
+    except ValueError:
+        explicit = False
+    if explicit:
+        return
+    for item in items:
+        module = getattr(item, "module", None)
+        if getattr(module, "PARAMETERS", None) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit, method="signal"))
 
 
 # --- parametrization ---------------------------------------------------------------------
@@ -166,7 +226,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     config = _CONFIG.get("config")
     if config is None:
         return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed") or (
+    # when "???": xdist's report for the check a worker crashed on (harness/isolation.py)
+    if report.when in ("call", "???") or (report.when == "setup" and report.outcome != "passed") or (
             report.when == "teardown" and report.outcome == "failed"):
         props = dict(report.user_properties)
         meta = props.get("harness")

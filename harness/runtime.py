@@ -18,6 +18,7 @@ from .backends.base import (Backend, BackendError, BackendOptions, ModelFiles, R
                             backend_class)
 from .cases import Case, Context
 from .errors import SourceError
+from .isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
 from .sources import FileSpec, resolve
 
 
@@ -54,6 +55,10 @@ class Runtime:
         res = resolve(spec, extra_dirs=self.model_dirs)
         self.resolutions[case.id] = {"file": spec.file, "sha256": spec.sha256, "source": res.source,
                                      "path": str(res.path)}
+        # harness/isolation.py: a verified file can still be a broken GGUF (truncated when it was
+        # pinned, wrong magic, a metadata value of the wrong type); name the cause before any backend
+        # reads it. ModelFileError is a SourceError, so the model's cases fail with this message.
+        check_gguf(res.path)
         return ModelFiles(key=case.id, gguf=res.path, gguf_sha256=spec.sha256,
                           vocab_only=not model.get("weights", True))
 
@@ -63,6 +68,10 @@ class Runtime:
         key = (name, model.key if model else None)
         if key not in self._backends:
             try:
+                # harness/isolation.py: a load that can crash the process (llama.cpp on an untrusted
+                # GGUF) is first done in a forked child, once per file (memoised by sha256 in the
+                # cache); a crash or load error there becomes this BackendError, not a dead worker
+                probe_backend(name, model, self._options_for(name))
                 self._backends[key] = backend_class(name)(model, self._options_for(name))
             except Unsupported as exc:
                 self._backends[key] = exc        # skips, with the backend's reason

@@ -75,24 +75,56 @@ def _construct(node: yaml.Node, path: Path_, marks: dict, file: str) -> Any:
     except yaml.constructor.ConstructorError as exc:
         raise CaseError([Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, path,
                                  f"unsupported YAML value: {exc.problem}")]) from None
+    except (ValueError, IndexError, TypeError, OverflowError):  # found by fuzzing: `!!int` with no digits
+        tag = node.tag.rsplit(":", 1)[-1]
+        raise CaseError([Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, path,
+                                 f"invalid YAML value for !!{tag}: {str(node.value)[:40]!r}")]) from None
     finally:
         loader.dispose()
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Refuses anchors/aliases: case files are plain data. (Found by tests/test_fuzz_cases.py:
+    `a: &a [*a]` made _construct recurse for ever (RecursionError), and nested aliases expand
+    exponentially, "billion laughs": 6 levels of 9 took 14 s.)"""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise CaseError([Problem(self._harness_file, mark.line + 1, mark.column + 1, (),
+                                     "YAML aliases (*name) are not supported: case files are plain data")])
+        return super().compose_node(parent, index)
 
 
 def load_located(text: str, file: str) -> Located:
     """Parse one YAML document. Syntax errors become a CaseError with the position."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _NoAliasLoader(text)     # the reader already checks the characters
+        loader._harness_file = file       # for the alias error's location
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         raise CaseError([Problem(file, line, col, (), f"invalid YAML: {exc.problem or exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (e.g. NUL): name its place
+        before = text[:exc.position]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise CaseError([Problem(file, line, col, (), f"invalid YAML: unacceptable character #x{exc.character:04x}: "
+                                                      f"{exc.reason}")]) from None
     except yaml.YAMLError as exc:  # e.g. several documents in one file
         raise CaseError([Problem(file, 0, 0, (), f"invalid YAML: {exc}")]) from None
+    except RecursionError:  # found by fuzzing: "[" * 2000 + "]" * 2000
+        raise CaseError([Problem(file, 0, 0, (), "invalid YAML: nested too deeply")]) from None
     if node is None:
         raise CaseError([Problem(file, 1, 1, (), "the file is empty")])
     marks: dict[Path_, tuple[int, int]] = {}
-    data = _construct(node, (), marks, file)
+    try:
+        data = _construct(node, (), marks, file)
+    except RecursionError:
+        raise CaseError([Problem(file, 0, 0, (), "invalid YAML: nested too deeply")]) from None
     return Located(data, marks, file)
 
 

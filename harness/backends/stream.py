@@ -15,6 +15,7 @@ KeyError/TypeError from deep inside.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable, Iterator
 
 from harness.backends.base import BackendError, Generation
@@ -29,6 +30,9 @@ class StreamError(BackendError):
 
 
 # --- SSE framing ----------------------------------------------------------------
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _lines(source: str | bytes | Iterable[str | bytes]) -> Iterator[str]:
     if isinstance(source, (str, bytes)):
         source = [source]
@@ -37,7 +41,13 @@ def _lines(source: str | bytes | Iterable[str | bytes]) -> Iterator[str]:
             item = item.decode("utf-8", errors="replace")
         elif not isinstance(item, str):
             raise StreamError(f"SSE input must be str or bytes lines, got {type(item).__name__}")
-        yield from item.splitlines() or [""]
+        # SSE ends lines only at CRLF, CR or LF. str.splitlines() also splits at U+2028, U+0085,
+        # U+001C..U+001E..., which llama-server sends raw inside JSON strings: the data line was
+        # cut and the event lost (found by tests/test_fuzz_stream.py)
+        parts = _SSE_LINE_END.split(item)
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()                          # as splitlines(): a final line end adds no line
+        yield from parts
 
 
 def iter_sse_events(source: str | bytes | Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
