@@ -49,3 +49,12 @@ def preloaded_backends() -> None:
     import transformers.utils.chat_template_utils  # noqa: F401
     import tokenizers  # noqa: F401
     import time_machine  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _no_xdist_env_in_child_runs(request, monkeypatch):
+    """Under `pytest -n 2`, PYTEST_XDIST_* variables would leak into the pytest runs that
+    pytester starts, which then behave as xdist workers (no syrupy report, no results file)."""
+    if "pytester" in request.fixturenames:
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            monkeypatch.delenv(name, raising=False)

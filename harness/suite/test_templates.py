@@ -13,8 +13,7 @@ PARAMETERS = {
     "agree_item": expand.agree_items,
     "tokens_item": expand.prompt_token_items,
     "embedded_item": expand.model_items("templates.embedded", lambda c: c.expects_template),
-    # a chat call needs weights: vocab-only GGUFs without a template have nothing to report
-    "missing_item": expand.model_items("templates.missing", lambda c: not c.expects_template and c.has_weights),
+    "missing_item": expand.model_items("templates.missing", lambda c: not c.expects_template),
 }
 
 
