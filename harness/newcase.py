@@ -135,7 +135,7 @@ def _hub_file_sha(repo: str, revision: str | None, name: str) -> str | None:
 def fetch_from_hub(repo: str, revision: str | None, name: str, model_dirs: list[Path], log: Log) -> Path:
     """A hub file without a known sha256: a local folder, the HF cache, then the hub.
     Raises SourceError listing every source tried."""
-    from .sources import hub_unreachable_reason, local_dirs
+    from .sources import from_hf_cache_or_hub, local_dirs
     attempts: list[tuple[str, str]] = []
     for d in [*model_dirs, *local_dirs()]:
         candidate = Path(d) / name.rsplit("/", 1)[-1]
@@ -143,19 +143,9 @@ def fetch_from_hub(repo: str, revision: str | None, name: str, model_dirs: list[
             log(f"using {candidate} (sha256 computed from it; the hub was not asked)")
             return candidate
         attempts.append((f"local {d}", "no such file"))
-    where = f"hf:{repo}@{revision or 'main'}/{name}"
-    from huggingface_hub import hf_hub_download
-    for local_only in (True, False):
-        label = f"HF cache {where}" if local_only else f"HF hub {where}"
-        if not local_only:
-            reason = hub_unreachable_reason()
-            if reason:
-                attempts.append((label, reason))
-                break
-        try:
-            return Path(hf_hub_download(repo, name, revision=revision, local_files_only=local_only))
-        except Exception as exc:   # huggingface_hub raises many kinds; all mean "not from here"
-            attempts.append((label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+    found = from_hf_cache_or_hub(repo, name, revision, attempts)
+    if found is not None:
+        return found[0]
     raise SourceError(f"{name} from {repo}", attempts,
                       hint="download the file yourself and pass its path (keep --hub REPO@REV so the case "
                            "records where it came from), or put it in a folder named by HARNESS_MODEL_DIR")

