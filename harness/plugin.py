@@ -11,6 +11,7 @@ the plugin costs nothing in test runs that do not use it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +244,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longreprtext)
         config.stash[RESULTS_KEY]["tests"].append({
             "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
-            **(meta or {}), "backend_info": props.get("backend_info"), "message": message[-4000:],
+            **(meta or {}), "backend_info": props.get("backend_info"),
+            # object addresses in tracebacks differ between runs; results.json should not
+            "message": ADDRESS.sub("0x…", message[-4000:]),
         })
 
 
 _CONFIG: dict[str, Any] = {}
+ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
+
+
+def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]:
+    """Peak resident memory of the run, per process; `upper_bound_mib` sums every process's own
+    peak (they need not peak together, so the true simultaneous peak is at most that)."""
+    procs = {"controller": controller["peak_rss_mib"], **{w: m["peak_rss_mib"] for w, m in sorted(workers.items())}}
+    servers = [p for m in (controller, *workers.values()) for p in m["llama_server_peaks_mib"]]
+    return {"processes_mib": procs, "max_process_mib": max(procs.values()),
+            "llama_server_peaks_mib": sorted(servers, reverse=True),
+            "upper_bound_mib": sum(procs.values()) + sum(servers)}
 
 
 @pytest.hookimpl(trylast=True)
@@ -255,11 +269,37 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
 
 
+def _own_usage(state: dict) -> dict[str, Any]:
+    """This process's share of the run: where its models came from, its peak memory and that of
+    the llama-servers it started (MiB, from /proc)."""
+    from .isolation import rss_mib
+    from .server_build import SERVER_PEAKS_MIB
+    return {"models": dict(state.get("models") or {}),
+            "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)}}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect each worker's models and memory (a crashed worker sends none)."""
+    config = _CONFIG.get("config")
+    usage = getattr(node, "workeroutput", {}).get("harness") if config is not None else None
+    if usage:
+        state = config.stash[RESULTS_KEY]
+        state.setdefault("models", {}).update(usage["models"])
+        state.setdefault("workers", {})[node.gateway.id] = usage["memory"]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash[RESULTS_KEY]
-    if hasattr(config, "workerinput") or not state["tests"]:
+    if hasattr(config, "workerinput"):
+        config.workeroutput["harness"] = _own_usage(state)     # to the controller (above)
         return
+    if not state["tests"]:
+        return
+    own = _own_usage(state)
+    state.setdefault("models", {}).update(own["models"])
+    state["memory"] = memory_summary(own["memory"], state.get("workers", {}))
     from .results import write_results
     path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
     config.stash[RESULTS_KEY]["written"] = path

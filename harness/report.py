@@ -389,6 +389,18 @@ def _overhead_lines(history: list[BenchRun]) -> list[str]:
     return lines
 
 
+def memory_line(doc: dict[str, Any]) -> str:
+    """One line on the run's peak resident memory (results.json "memory"), or "" without it."""
+    mem = doc.get("memory") or {}
+    if not mem.get("processes_mib"):
+        return ""
+    procs = ", ".join(f"{p} {m} MiB" for p, m in mem["processes_mib"].items())
+    servers = mem.get("llama_server_peaks_mib") or []
+    srv = f"; llama-server peaks {', '.join(map(str, servers))} MiB" if servers else ""
+    return (f"Peak memory: {procs}{srv}; at most {mem['upper_bound_mib']} MiB in all "
+            f"(the sum of every process's own peak).")
+
+
 def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None) -> str:
     prov = doc.get("provenance", {})
     out = ["# Conformance report", ""]
@@ -400,6 +412,8 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
                f"; threads {prov.get('threads')}, seed {prov.get('seed')}, platform {prov.get('platform')}.")
     for case, m in sorted((doc.get("models") or {}).items()):
         out.append(f"- `{case}`: {m.get('file')} sha256 `{m.get('sha256')}` from {m.get('source')}")
+    if mem := memory_line(doc):
+        out += ["", mem]
     out += ["", "## Matrix", "", LEGEND + " (✓ pass, ✗ fail, xf expected failure, s skip). "
             "Template-set rows aggregate every template of the set.", ""]
     for fam in matrix.families:
@@ -491,6 +505,8 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
     for case, m in sorted((doc.get("models") or {}).items()):
         out.append(f"<tr><td>{e(case)}</td><td>{e(str(m.get('file')))} sha256 <code>{e(str(m.get('sha256')))}</code> "
                    f"from {e(str(m.get('source')))}</td></tr>")
+    if mem := memory_line(doc):
+        out.append(f"<tr><td>memory</td><td>{e(mem.removeprefix('Peak memory: '))}</td></tr>")
     out.append("</table>")
     out.append("<h2>Matrix: model × check family × backend</h2>")
     out.append(f'<p class="small">{e(LEGEND)}: <span class="b pass">pass</span><span class="b fail">fail</span>'

@@ -50,7 +50,8 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "exitstatus": int(exitstatus),
         "provenance": provenance(config),
-        "models": state.get("models", {}),
+        "models": dict(sorted((state.get("models") or {}).items())),
+        "memory": state.get("memory", {}),
         "counts": dict(Counter(t["outcome"] for t in tests)),
         "tests": tests,
     }

@@ -381,6 +381,11 @@ def _die_with_parent() -> None:
         _LIBC.prctl(1, signal.SIGKILL)           # PR_SET_PDEATHSIG
 
 
+# Peak resident memory (MiB) of every llama-server this process stopped, read from /proc just
+# before stopping it: the run's memory report (results.json "memory") includes the servers.
+SERVER_PEAKS_MIB: list[int] = []
+
+
 class ServerProcess:
     """One llama-server child: own process group, log file, readiness via /health."""
 
@@ -477,6 +482,9 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
+            from .isolation import rss_mib
+            if (peak := rss_mib(proc.pid)[1]):
+                SERVER_PEAKS_MIB.append(peak)
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
                 try:
                     os.killpg(proc.pid, sig)

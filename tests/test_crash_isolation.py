@@ -112,7 +112,8 @@ def crash_run(tmp_path_factory, smollm2_gguf):
                     "-n", "2", "--dist", "loadgroup", "--max-worker-restart", "20")
     proc = subprocess.run(cmd, cwd=root, env=p["env"], capture_output=True, text=True, timeout=900)
     results = json.loads((root / "reports" / "results.json").read_text())
-    return {"proc": proc, "out": proc.stdout + proc.stderr, "tests": results["tests"], "results": results}
+    return {"proc": proc, "out": proc.stdout + proc.stderr, "tests": results["tests"], "results": results,
+            "root": root}
 
 
 def backend_of(t: dict) -> str:
@@ -152,6 +153,23 @@ def test_a_load_that_segfaults_is_probed_in_a_child_and_fails_its_cases_cleanly(
         assert "Fatal Python error: Segmentation fault" in t["message"] and "in __init__" in t["message"]
     # the probe caught it: no worker died for these
     assert not any("crashy-load]" in line for line in out.splitlines() if "crashed while running" in line)
+
+
+def test_results_record_models_and_memory_of_every_worker_even_when_some_crashed(crash_run):
+    """Workers hand their model resolutions and peak memory to the controller (xdist
+    workeroutput); a crashed worker sends nothing."""
+    doc = crash_run["results"]
+    assert doc["models"]["smollm2-135m-instruct"]["sha256"].startswith("b179c952")
+    mem = doc["memory"]
+    procs = mem["processes_mib"]
+    assert procs["controller"] > 0 and all(v > 0 for v in procs.values())
+    workers = [w for w in procs if w != "controller"]
+    # four workers crashed and were replaced (gw2..gw5); the two that finished report
+    assert len(workers) == 2 and all(w.startswith("gw") for w in workers), workers
+    assert mem["max_process_mib"] == max(procs.values())
+    assert mem["upper_bound_mib"] == sum(procs.values()) + sum(mem["llama_server_peaks_mib"])
+    report = (crash_run["root"] / "reports" / "report.md").read_text()
+    assert f"at most {mem['upper_bound_mib']} MiB in all" in report
 
 
 def test_run_isolated_outcomes():

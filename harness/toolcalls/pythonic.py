@@ -92,7 +92,9 @@ def call_arguments(src: str, name: str) -> tuple[str | None, str | None]:
         try:
             value = ast.literal_eval(kw.value)
         except _AST_ERRORS as e:
-            return None, f"argument {kw.arg!r} is not a literal ({type(e).__name__}: {e})"
+            # ast's message names the node by its address; say what the value is instead
+            return None, (f"argument {kw.arg!r} is not a literal: "
+                          f"{type(kw.value).__name__} {ast.get_source_segment(src, kw.value) or ''!r}"[:300])
         try:
             args[kw.arg] = _json_value(value, f"argument {kw.arg!r}")
         except (ValueError, RecursionError) as e:
