@@ -378,9 +378,11 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
     if f.tokenizer_hub:
         repo, rev, note = f.tokenizer_hub
         rev_part = f", revision: {q(rev)}" if rev else ""
-        add("    # the model's own HF repo (recorded; the suite does not load it yet and still converts")
-        add(f"    # the GGUF's vocab; {note})")
+        add("    # the model's own HF repo (tokenizer.json + tokenizer_config.json, HF cache or hub;")
+        add(f"    # {note}). from_gguf: where they cannot be fetched (CI has no hub), transformers'")
+        add("    # conversion of the GGUF stands in, and every result says so; false: the HF side fails")
         add(f"    hub: {{repo: {repo}{rev_part}}}")
+        add("    from_gguf: true")
     else:
         add("    # transformers converts the GGUF's own vocab (offline). If the model's HF repo is known,")
         add("    # prefer an independent reference: new-case --hf-tokenizer REPO@COMMIT")
@@ -559,8 +561,8 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
         repo, rev = _split_ref(req.hf_tokenizer, "--hf-tokenizer")
         rev, note = _hub_pin(repo, rev, log)
         facts.tokenizer_hub = (repo, rev, note)
-        notes.append("model.tokenizer.hub is recorded, but the suite does not load it yet (harness/runtime.py "
-                     "never sets ModelFiles.hf_tokenizer_dir): the HF reference is still converted from the GGUF")
+        notes.append(f"model.tokenizer.hub: the HF reference is {repo}'s own tokenizer where the HF cache or hub "
+                     "has it; elsewhere (CI) the GGUF conversion stands in (from_gguf: true) and results say so")
         if "NOT pinned" in note:
             notes.append(f"tokenizer {repo}: {note}")
 

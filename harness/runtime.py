@@ -59,8 +59,32 @@ class Runtime:
         # pinned, wrong magic, a metadata value of the wrong type); name the cause before any backend
         # reads it. ModelFileError is a SourceError, so the model's cases fail with this message.
         check_gguf(res.path)
+        tok_dir, missing = self._hub_tokenizer(case)
         return ModelFiles(key=case.id, gguf=res.path, gguf_sha256=spec.sha256,
-                          vocab_only=not model.get("weights", True))
+                          vocab_only=not model.get("weights", True), hf_tokenizer_dir=tok_dir,
+                          hf_from_gguf=model.get("tokenizer", {}).get("from_gguf", True),
+                          hf_tokenizer_missing=missing)
+
+    def _hub_tokenizer(self, case: Case) -> tuple[Path | None, str | None]:
+        """model.tokenizer.hub: the repo's tokenizer.json and tokenizer_config.json (one snapshot
+        folder of the HF cache, at the pinned revision), from the HF cache or the hub.
+        Returns (folder, None), or (None, every source tried and why)."""
+        from .sources import from_hf_cache_or_hub
+        hub = case.model.get("tokenizer", {}).get("hub")
+        if not hub:
+            return None, None
+        attempts: list[tuple[str, str]] = []
+        folder = None
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            got = from_hf_cache_or_hub(hub["repo"], name, hub.get("revision"), attempts)
+            if got is None:
+                tried = "; ".join(f"{where}: {why}" for where, why in attempts)
+                return None, (f"the HF tokenizer {hub['repo']}@{hub.get('revision') or 'main'} ({name}) did not "
+                              f"resolve; tried {tried}. Fix: run once where the hub is reachable (files are "
+                              f"cached in the HF cache), or set HF_HUB_CACHE to a cache that has them")
+            folder = got[0].parent          # the snapshot folder: both files land in the same one
+        self.resolutions.setdefault(case.id, {})["hf_tokenizer"] = f"{hub['repo']}@{hub.get('revision') or 'main'}"
+        return folder, None
 
     # --- backends -------------------------------------------------------------------------
     def backend(self, name: str, case: Case) -> Backend:

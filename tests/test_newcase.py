@@ -178,10 +178,11 @@ def test_hf_tokenizer_is_recorded_and_an_unpinned_hub_is_flagged(case_tree, caps
                                 "--hub", "someone/phi-3-vocab")
     assert status == 0, err
     case = discover(case_tree).by_id("vocab-phi-3")
-    assert case.model["tokenizer"] == {"hub": {"repo": "microsoft/Phi-3-mini-4k-instruct", "revision": commit}}
+    assert case.model["tokenizer"] == {"hub": {"repo": "microsoft/Phi-3-mini-4k-instruct", "revision": commit},
+                                       "from_gguf": True}
     assert case.model["gguf"]["hub"] == {"repo": "someone/phi-3-vocab"}
     assert "note: hub someone/phi-3-vocab: NOT pinned to a commit" in out
-    assert "does not load it yet" in out
+    assert "the GGUF conversion stands in (from_gguf: true)" in out
     status, _, err = new_case(capsys, offline_gguf("vocab-phi-3"), "--cases", case_tree, "--id", "x",
                               "--hf-tokenizer", "not a repo")
     assert status == 1 and "--hf-tokenizer 'not a repo' is not OWNER/NAME[@REVISION]" in err

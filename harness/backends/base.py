@@ -61,6 +61,8 @@ class ModelFiles:
     gguf_sha256: str | None = None
     vocab_only: bool = False                  # True: no usable weights, load vocab only
     hf_tokenizer_dir: Path | None = None      # folder with tokenizer.json / tokenizer_config.json
+    hf_from_gguf: bool = True                 # else no HF tokenizer without hf_tokenizer_dir
+    hf_tokenizer_missing: str | None = None   # why the case's hub tokenizer did not resolve
     chat_template_file: Path | None = None    # template override (else the model's own)
 
 

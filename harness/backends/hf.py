@@ -25,8 +25,12 @@ class HFBackend:
         self.model = model
         self.tokenizer = None
         self.source = None
-        if model is not None and (model.hf_tokenizer_dir or model.gguf):
+        if model is not None and model.hf_tokenizer_missing and not model.hf_from_gguf:
+            raise BackendError(model.hf_tokenizer_missing)      # the case allows no fallback
+        if model is not None and (model.hf_tokenizer_dir or (model.gguf and model.hf_from_gguf)):
             self.tokenizer, self.source = self._load(model)
+            if model.hf_tokenizer_missing:                    # recorded with every result
+                self.source += f" (fallback: {model.hf_tokenizer_missing})"
         self.capabilities = frozenset({RENDER} | ({TOKENIZE, DETOKENIZE, VOCAB} if self.tokenizer else set()))
 
     @staticmethod

@@ -1,0 +1,99 @@
+"""model.tokenizer.hub: the HF reference tokenizer from the repo's own tokenizer.json and
+tokenizer_config.json (HF cache, then the hub), with `from_gguf` deciding whether the GGUF
+conversion may stand in when they do not resolve.
+
+The hub is never reachable here, so the HF cache is a real cache layout
+(models--<org>--<name>/snapshots/<commit>/) holding SmolLM2's real tokenizer files, written by
+transformers from the GGUF; huggingface_hub finds them with local_files_only, as it would find a
+download.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import CASES
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+REPO_ID = "harness-test/SmolLM2-135M-Instruct-tokenizer"
+SNAPSHOT = Path(f"models--{REPO_ID.replace('/', '--')}") / "snapshots" / REV
+
+
+def case_text(tokenizer: str) -> str:
+    text = (CASES / "smollm2-135m-instruct.yaml").read_text()
+    return re.sub(r"  tokenizer:\n    from_gguf: true\n", tokenizer, text, count=1)
+
+
+@pytest.fixture(scope="module")
+def hf_cache(tmp_path_factory, smollm2_gguf: Path) -> Path:
+    from transformers import AutoTokenizer
+    cache = tmp_path_factory.mktemp("hf-cache")
+    snap = cache / SNAPSHOT
+    tok = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    tok.save_pretrained(str(snap))
+    assert (snap / "tokenizer.json").exists() and (snap / "tokenizer_config.json").exists()
+    return cache
+
+
+def runtime_and_case(case_tree: Path, tokenizer: str, smollm2_gguf: Path):
+    from harness.backends.base import BackendOptions
+    from harness.cases import discover
+    from harness.runtime import Runtime
+    (case_tree / "smollm2.yaml").write_text(case_text(tokenizer))
+    cases = discover(case_tree)
+    assert not cases.errors, cases.errors
+    return Runtime(BackendOptions(), model_dirs=[smollm2_gguf.parent]), cases.by_id("smollm2-135m-instruct")
+
+
+HUB = f"  tokenizer:\n    hub: {{repo: {REPO_ID}, revision: {REV}}}\n    from_gguf: {{}}\n"
+
+
+def test_the_hub_tokenizer_is_loaded_from_the_hf_cache(case_tree, smollm2_gguf, hf_cache, monkeypatch):
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hf_cache))
+    rt, case = runtime_and_case(case_tree, HUB.replace("{}", "false"), smollm2_gguf)
+    try:
+        hf = rt.backend("hf", case)
+        assert hf.info()["tokenizer_source"] == f"hub:{hf_cache / SNAPSHOT}"
+        assert rt.resolutions[case.id]["hf_tokenizer"] == f"{REPO_ID}@{REV}"
+        lcpp = rt.backend("llama-cpp-python", case)
+        text = "Hello world, <|im_end|> 你好"
+        assert hf.tokenizer.encode(text, add_special_tokens=False) == lcpp.tokenize(text, add_special=False,
+                                                                                   parse_special=True)
+        # the chat template comes from tokenizer_config.json
+        assert "<|im_start|>" in hf.tokenizer.chat_template
+    finally:
+        rt.close()
+
+
+def test_an_unresolvable_hub_tokenizer_without_fallback_fails_the_hf_side_naming_the_sources(
+        case_tree, smollm2_gguf, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+    from harness.backends.base import BackendError
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    rt, case = runtime_and_case(case_tree, HUB.replace("{}", "false"), smollm2_gguf)
+    try:
+        with pytest.raises(BackendError) as exc:
+            rt.backend("hf", case)
+        msg = str(exc.value)
+        assert f"the HF tokenizer {REPO_ID}@{REV} (tokenizer.json) did not resolve" in msg
+        assert f"HF cache hf:{REPO_ID}@{REV}/tokenizer.json" in msg and "HF hub" in msg
+        assert "Fix:" in msg
+        # the GGUF side is not affected
+        assert rt.backend("llama-cpp-python", case).tokenize("Hi", add_special=False, parse_special=False)
+    finally:
+        rt.close()
+
+
+def test_with_from_gguf_the_conversion_stands_in_and_says_why(case_tree, smollm2_gguf, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    rt, case = runtime_and_case(case_tree, HUB.replace("{}", "true"), smollm2_gguf)
+    try:
+        source = rt.backend("hf", case).info()["tokenizer_source"]
+        assert source.startswith("gguf_file (fallback: the HF tokenizer ") and "did not resolve" in source
+    finally:
+        rt.close()
