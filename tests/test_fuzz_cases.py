@@ -22,17 +22,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from fuzzing import HANG_S, fuzz_settings, time_budget
 
 from harness.cases import discover
 from harness.errors import CaseError
@@ -41,12 +41,10 @@ from harness.yamlio import load_located
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "cases"
-TIME_BUDGET_S = 3.0
+TIME_BUDGET_S = HANG_S
 PROBLEM_LINE = re.compile(r"^\S.*?(:\d+:\d+)?: \S.*: .+", re.S)
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+SETTINGS = fuzz_settings(300, HealthCheck.function_scoped_fixture)
 
 REGRESSIONS = [
     "a: &a [*a]\n",
@@ -75,22 +73,6 @@ FRAGMENTS = ["schema: 1\n", "id: x\n", "description: d\n", "model:\n", "  gguf:\
              "#", "\n", "  ", "\t", "null", "~", "true", "0x1F", "1e400", ".nan", "-.inf", "2001-12-14", "<<: ",
              "\ufeff", "\x85", "\u2028", "---\n", "...\n", "%YAML 1.1\n"]
 
-
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_budget(seconds: float):
-    def on_alarm(signum, frame):
-        raise Hang(f"took more than {seconds}s")
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def assert_clear(exc: CaseError) -> None:

@@ -130,6 +130,16 @@ def test_native_completion_keeps_tokens_and_stop_type():
     assert g.chunks == ["-", "squared", "_", "term"]
 
 
+def test_a_native_final_event_without_stop_type():
+    """Servers before stop_type sent stopped_* flags; with neither, the reason is marked missing."""
+    final = {"content": "", "tokens": [], "stop": True}
+    assert normalise_stream([{**final, "stopped_word": True}]).finish_reason == "stop"
+    assert normalise_stream([{**final, "stopped_limit": True}]).finish_reason == "length"
+    g = normalise_stream([final])
+    assert g.finish_reason is None and g.info["finish_reason_missing"] is True
+    assert "incomplete_stream" not in g.info
+
+
 def test_usage_only_chunk_and_done_marker():
     g = normalise_stream(sse(RECORDED["chat_text"]["stream"]))
     assert g.info["usage"]["completion_tokens"] == 6

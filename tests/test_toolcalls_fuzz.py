@@ -9,29 +9,23 @@ fails instead of stalling the suite.
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+
+from fuzzing import HANG_S, fuzz_settings, time_budget
 
 from harness.toolcalls import Extraction, format_names, get_format, reconstruct
 from harness.toolcalls.check import run_stream
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
-TIME_BUDGET_S = 2.0
+TIME_BUDGET_S = HANG_S
 CHAR_BY_CHAR_MAX = 160  # one-character feeds cost a re-scan each; keep them for short texts
 
-SETTINGS = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = fuzz_settings(200)
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
@@ -112,23 +106,6 @@ def texts(name: str) -> st.SearchStrategy[str]:
     return st.one_of(mutated, joined, glued, st.text(max_size=60))
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_budget(seconds: float):
-    def on_alarm(signum, frame):
-        raise Hang(f"parser took more than {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
 
 def _canon(ex: Extraction) -> dict:
     return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content}
@@ -154,7 +131,7 @@ def test_extract_never_raises(name):
     @_with_examples
     @given(text=texts(name), use_tools=st.booleans(), cuts=st.just([]))
     def prop(text, use_tools, cuts):
-        with time_budget(TIME_BUDGET_S):
+        with time_budget(TIME_BUDGET_S, "parser"):
             ex = fmt.extract(text, TOOLS if use_tools else None)
         assert isinstance(ex, Extraction)
         assert isinstance(ex.content, str) and (ex.error is None or isinstance(ex.error, str))
@@ -175,7 +152,7 @@ def test_stream_reconstructs_extract(name):
     @given(text=texts(name), use_tools=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=8))
     def prop(text, use_tools, cuts):
         tools = TOOLS if use_tools else None
-        with time_budget(TIME_BUDGET_S):
+        with time_budget(TIME_BUDGET_S, "parser"):
             want = _canon(fmt.extract(text, tools))
             splits = [_pieces(text, cuts)]
             if len(text) <= CHAR_BY_CHAR_MAX:

@@ -270,6 +270,11 @@ class StreamAccumulator:
             stop_type = obj.get("stop_type")
             if stop_type is not None and stop_type not in NATIVE_FINISH:
                 raise StreamError(f"unknown stop_type {stop_type!r}")
+            if stop_type is None:
+                # servers before stop_type (2024) sent stopped_eos / stopped_word / stopped_limit
+                stop_type = next((t for t in ("eos", "word", "limit") if obj.get(f"stopped_{t}") is True), None)
+                if stop_type is None:
+                    self.info["finish_reason_missing"] = True   # finished, but not said why
             self.finish_reason = NATIVE_FINISH.get(stop_type) if stop_type else None
             for k in ("stop_type", "stopping_word", "tokens_predicted", "tokens_evaluated", "truncated"):
                 if k in obj:
