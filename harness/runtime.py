@@ -95,8 +95,8 @@ class Runtime:
                 # harness/isolation.py: a load that can crash the process (llama.cpp on an untrusted
                 # GGUF) is first done in a forked child, once per file (memoised by sha256 in the
                 # cache); a crash or load error there becomes this BackendError, not a dead worker
-                probe_backend(name, model, self._options_for(name))
-                self._backends[key] = backend_class(name)(model, self._options_for(name))
+                probe_backend(name, model, self.options_for(name))
+                self._backends[key] = backend_class(name)(model, self.options_for(name))
             except Unsupported as exc:
                 self._backends[key] = exc        # skips, with the backend's reason
             except (BackendError, ImportError, OSError) as exc:
@@ -106,7 +106,7 @@ class Runtime:
             raise got
         return got
 
-    def _options_for(self, name: str) -> BackendOptions:
+    def options_for(self, name: str) -> BackendOptions:
         """The llama-server backend builds from the llama.cpp tree vendored in the sdist of the
         installed llama-cpp-python unless told otherwise, so both backends are the same llama.cpp."""
         extra = dict(self.options.extra)

@@ -788,8 +788,7 @@ def _server_log(backend) -> list[str]:
     """The last lines of the spawned server's log (lines carry timestamps, so they are unique);
     [] for an attached server. Evidence only: best effort."""
     try:
-        proc = backend._servers.get(backend._main_key)
-        return proc.log_tail(400).splitlines() if proc else []
+        return backend.log_tail(400)
     except Exception:  # noqa: BLE001 - the log is evidence, never a reason to fail
         return []
 

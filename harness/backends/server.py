@@ -205,6 +205,11 @@ class ServerBackend:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def log_tail(self, n: int = 400) -> list[str]:
+        """The last `n` lines of the spawned server's log; [] for an attached server."""
+        proc = self._servers.get(self._main_key)
+        return proc.log_tail(n).splitlines() if proc else []
+
     @property
     def server_pid(self) -> int | None:
         proc = self._servers.get(self._main_key)

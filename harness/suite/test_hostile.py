@@ -59,7 +59,7 @@ def hostile_server(harness_runtime, harness_cases):
         return "no model case has weights to serve the templates with"
     try:
         model = harness_runtime.model_files(hosts[0])
-        built = resolve_server(harness_runtime._options_for("llama-server").extra)
+        built = resolve_server(harness_runtime.options_for("llama-server").extra)
     except Exception as exc:  # no model or no build: the llama-server items skip with the reason
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     return built, model.gguf

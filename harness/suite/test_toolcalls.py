@@ -63,7 +63,7 @@ def _server_with_template(rt, item, opened, record_property):
     if key not in opened:
         try:
             model = dataclasses.replace(rt.model_files(item.case), chat_template_file=path)
-            opened[key] = ServerBackend(model, rt._options_for("llama-server"))
+            opened[key] = ServerBackend(model, rt.options_for("llama-server"))
         except (BackendError, Unsupported) as exc:
             opened[key] = exc
     got = opened[key]
