@@ -126,9 +126,19 @@ def file_golden_status(golden_dir: Path, tests: Iterable[dict], since: float | N
             continue
         if since is not None and mtime >= since - 1:
             out[name] = "changed" if (git or {}).get(name) == "modified" else "written"
+        elif t.get("outcome") == "failed" and failure_kind(t) == "golden":
+            out[name] = "failed"                 # differs from its golden (left as it was)
         else:
             out[name] = "unchanged"
     return out
+
+
+def golden_totals(goldens: dict[str, str]) -> str:
+    """One line for every run: how many goldens the checks compared, and how many of them this
+    run wrote, changed or found different (all 0 on a run with no changes)."""
+    n = Counter(goldens.values())
+    return (f"goldens: {len(goldens)} compared; {n['written']} written, {n['changed']} changed, "
+            f"{n['failed']} differ, {n['unchanged']} unchanged")
 
 
 def git_golden_status(golden_dir: Path) -> dict[str, str] | None:
@@ -330,6 +340,8 @@ def write_review(terminalreporter, config, state: dict) -> None:
             start = start or getattr(terminalreporter, "_sessionstarttime", None)
             goldens = file_golden_status(golden_dir, tests, start,
                                          git_golden_status(golden_dir) if golden_dir.is_dir() else None)
+        if goldens:
+            terminalreporter.write_line(golden_totals(goldens))
         reviews = build(tests, goldens, state.get("backends"))
         globs = config.getoption("--case", default=None) or []
         selected = select_cases(reviews, bool(globs), os.environ.get("HARNESS_REVIEW", "auto").lower())

@@ -170,6 +170,8 @@ def test_results_record_models_and_memory_of_every_worker_even_when_some_crashed
     assert mem["upper_bound_mib"] == sum(procs.values()) + sum(mem["llama_server_peaks_mib"])
     report = (crash_run["root"] / "reports" / "report.md").read_text()
     assert f"at most {mem['upper_bound_mib']} MiB in all" in report
+    # and the goldens' totals, though syrupy's own report stays with the workers
+    assert re.search(r"goldens: [1-9]\d* compared; [1-9]\d* written, 0 changed, 0 differ, 0 unchanged", crash_run["out"])
 
 
 def test_run_isolated_outcomes():

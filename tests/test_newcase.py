@@ -263,6 +263,22 @@ def test_review_groups_skips_and_classifies_failures(tmp_path):
     assert "cases/m.yaml:4 test_render (finding): hf renders '<context>' differently" in text
     assert "cases/m.yaml:4 test_render (setup): hf could not be opened" in text
     assert "(error): KeyError: 1" in text and "probably a harness bug" in text
+    assert review.golden_totals(status) == "goldens: 2 compared; 1 written, 0 changed, 0 differ, 1 unchanged"
+
+
+def test_under_xdist_a_golden_that_differs_is_counted_from_the_failure(tmp_path):
+    from harness import review
+    diff = "E       AssertionError: assert [+ received] == [- snapshot]"
+    tests = [_record("test_render[m,single-user,gen,hf]", "passed"),
+             _record("test_render[m,single-user,nogen,hf]", "failed", diff)]
+    golden = tmp_path / "test_templates"
+    golden.mkdir()
+    for t in tests:
+        path = golden / f"{t['nodeid'].rpartition('::')[2]}.json"
+        path.write_text("{}")
+        os.utime(path, (1_000_000, 1_000_000))
+    status = review.file_golden_status(tmp_path, tests, since=2_000_000, git=None)
+    assert review.golden_totals(status) == "goldens: 2 compared; 0 written, 0 changed, 1 differ, 1 unchanged"
 
 
 # --- every offline GGUF: a case that runs, and goldens that hold ---------------------------------
