@@ -30,6 +30,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import pickle
 import resource
 import select
@@ -557,9 +558,25 @@ def _atomic_touch(path: Path, text: str) -> None:
 
 
 # --- xdist: a crashed check must not run again ------------------------------------------------
+_CASE_PARAM = re.compile(r"^harness/suite/test_\w+\.py::\w+\[([^\],]+)[\],]")
+
+
+def group_of(nodeid: str) -> str:
+    """The work unit of a check under --dist loadgroup: its case, the first field of every
+    suite item id (harness/expand.py: `case,context,...`), so that a case's models load on one
+    worker only. xdist's own grouping (the xdist_group mark, which the plugin still sets) appends
+    `@group` to item._nodeid, which pytest 9 no longer reads (a node's id lives in `_id`): with
+    pytest 9.2 and xdist 3.8, loadgroup silently sends every test on its own. Any other test is
+    its own unit, as in xdist."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):        # xdist's suffix, where it works
+        return nodeid.rsplit("@", 1)[-1]
+    m = _CASE_PARAM.match(nodeid)
+    return m.group(1) if m else nodeid
+
+
 def crash_safe_loadgroup_scheduler(config: Any, log: Any) -> Any:
-    """pytest-xdist's LoadGroupScheduling, except that the check a worker crashed on is marked
-    done before the rest of its group is re-queued.
+    """pytest-xdist's LoadGroupScheduling, grouping by case (group_of), except that the check a
+    worker crashed on is marked done before the rest of its group is re-queued.
 
     xdist 3.8's LoadScopeScheduling.remove_node re-queues the crashed work unit with the crashed
     check still pending: the replacement worker runs that check first and crashes again, until
@@ -569,6 +586,9 @@ def crash_safe_loadgroup_scheduler(config: Any, log: Any) -> Any:
     from xdist.scheduler import LoadGroupScheduling
 
     class CrashSafeLoadGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
         def remove_node(self, node: Any) -> str | None:
             workload = self.assigned_work.pop(node)
             if not self._pending_of(workload):

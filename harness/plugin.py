@@ -153,7 +153,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = []
         for item in expand(cases, _present(available)):
             # with `-n N --dist loadgroup`, all items of a case run on one worker: each model
-            # is loaded once, and a native crash takes down only that worker's current test
+            # is loaded once, and a native crash takes down only that worker's current test.
+            # (The scheduler groups by the case in the id, isolation.group_of: under pytest 9
+            # xdist cannot read this mark's group back; it stays for xdist versions that can.)
             marks = [pytest.mark.xdist_group(item.case.id)]
             defect = item.case.defect_for(item.check, item.params)
             if defect is not None:
@@ -212,6 +214,9 @@ def golden(snapshot, request: pytest.FixtureRequest):
 # --- results ---------------------------------------------------------------------------------
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
+    if call.when == "call":
+        from .isolation import rss_mib
+        item.user_properties.append(("rss_mib", rss_mib()[0]))   # where memory grows, per check
     if call.when == "setup":
         callspec = getattr(item, "callspec", None)
         harness_item = next((v for v in (callspec.params.values() if callspec else ())
@@ -244,14 +249,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longreprtext)
         config.stash[RESULTS_KEY]["tests"].append({
             "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
-            **(meta or {}), "backend_info": props.get("backend_info"),
-            # object addresses in tracebacks differ between runs; results.json should not
-            "message": ADDRESS.sub("0x…", message[-4000:]),
+            **(meta or {}), "backend_info": props.get("backend_info"), "rss_mib": props.get("rss_mib"),
+            "worker": getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None),
+            # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
+            # identical runs; results.json should not
+            "message": ADDRESS.sub("0x…", WORKER_LINE.sub("", message)[-4000:]),
         })
 
 
 _CONFIG: dict[str, Any] = {}
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
+WORKER_LINE = re.compile(r"^\[gw\d+\] \S+ -- Python .*\n", re.M)
 
 
 def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]:

@@ -32,6 +32,11 @@ class Runtime:
     _renders: dict[tuple, Rendered] = field(default_factory=dict)
     resolutions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # short and the same in every run: pytest prints fixture arguments in tracebacks,
+        # and the caches' contents (paths, load order) would make identical runs differ
+        return f"Runtime(threads={self.options.threads}, seed={self.options.seed}, backends={self.backend_filter})"
+
     def available(self, names: list[str]) -> list[str]:
         return [n for n in names if not self.backend_filter or n in self.backend_filter]
 

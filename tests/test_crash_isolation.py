@@ -323,3 +323,17 @@ def test_memory_ceiling_fails_the_running_check_only():
     finally:
         watch.stop()
     assert watch.peak_mib > 1
+
+
+def test_loadgroup_units_are_cases():
+    """pytest 9 ignores xdist's `@group` nodeid suffix (item._nodeid); the scheduler groups suite
+    checks by the case in their id instead, so a case's models load on one worker."""
+    from harness.isolation import group_of
+    assert group_of("harness/suite/test_templates.py::test_render[smollm2-135m-instruct,single-user,gen,hf]") \
+        == group_of("harness/suite/test_tokenizer.py::test_differential[smollm2-135m-instruct,plain,llama-server]") \
+        == "smollm2-135m-instruct"
+    assert group_of("harness/suite/test_templates.py::test_render[llama-cpp-templates@A-b,multi-turn,gen,hf]") \
+        == "llama-cpp-templates@A-b"
+    assert group_of("harness/suite/test_case_files.py::test_case_file[gemma3-270m.yaml]") == "gemma3-270m.yaml"
+    assert group_of("tests/test_x.py::test_a[1]") == "tests/test_x.py::test_a[1]"      # not a suite check
+    assert group_of("tests/test_x.py::test_a[1]@g0") == "g0"                            # xdist's own, if it works
