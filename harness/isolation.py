@@ -566,8 +566,9 @@ def group_of(nodeid: str) -> str:
     suite item id (harness/expand.py: `case,context,...`), so that a case's models load on one
     worker only. xdist's own grouping (the xdist_group mark, which the plugin still sets) appends
     `@group` to item._nodeid, which pytest 9 no longer reads (a node's id lives in `_id`): with
-    pytest 9.2 and xdist 3.8, loadgroup silently sends every test on its own. Any other test is
-    its own unit, as in xdist."""
+    pytest 9.2 and xdist 3.8, loadgroup silently sends every test on its own
+    (https://github.com/pytest-dev/pytest-xdist/issues/1386; fix proposed in PR #1388). Any
+    other test is its own unit, as in xdist."""
     if nodeid.rfind("@") > nodeid.rfind("]"):        # xdist's suffix, where it works
         return nodeid.rsplit("@", 1)[-1]
     m = _CASE_PARAM.match(nodeid)
