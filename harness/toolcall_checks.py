@@ -832,8 +832,10 @@ def check_chat_call(rt, item: Item, backend) -> Outcome:
         out.problems.extend(validate_call(c["name"] or "", raw, tools))
     if out.problems:
         out.header += ": the forced call's arguments do not satisfy the tool's schema"
-        out.problems.append(f"finish_reason={gen.finish_reason!r}; tool_calls as returned: "
-                            f"{json.dumps(gen.tool_calls, ensure_ascii=False)[:800]}")
+        # call ids are random per request (llama-cpp-python: "call__0_<name>_cmpl-<uuid4>"): elided
+        calls = [{**c, "id": "…"} if isinstance(c, dict) and "id" in c else c for c in gen.tool_calls or []]
+        out.problems.append(f"finish_reason={gen.finish_reason!r}; tool_calls as returned (ids elided): "
+                            f"{json.dumps(calls, ensure_ascii=False)[:800]}")
     return out
 
 

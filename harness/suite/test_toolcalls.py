@@ -37,11 +37,19 @@ def _run(check, *args):
         skip_unsupported(exc)
 
 
+class _Opened(dict):
+    """The family's own backends by key; a short repr, the same in every run (pytest prints
+    fixture values in tracebacks, and what is open depends on the order checks ran in)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} toolcall backends>"
+
+
 @pytest.fixture(scope="session")
 def toolcall_backends(harness_runtime):
     """Backends only this family needs: a template-only transformers renderer, and llama-server
     processes started with a case's tool-capable template. Closed at the end of the session."""
-    opened = {}
+    opened = _Opened()
     yield opened
     for backend in opened.values():
         if not isinstance(backend, Exception):
