@@ -214,9 +214,9 @@ def golden(snapshot, request: pytest.FixtureRequest):
 # --- results ---------------------------------------------------------------------------------
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
-    if call.when == "call":
-        from .isolation import rss_mib
-        item.user_properties.append(("rss_mib", rss_mib()[0]))   # where memory grows, per check
+    if call.when == "call" and getattr(getattr(item, "module", None), "PARAMETERS", None):
+        from .isolation import rss_mib      # suite checks only: where memory grows, per check
+        item.user_properties.append(("rss_mib", rss_mib()[0]))
     if call.when == "setup":
         callspec = getattr(item, "callspec", None)
         harness_item = next((v for v in (callspec.params.values() if callspec else ())

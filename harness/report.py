@@ -92,6 +92,15 @@ class Matrix:
     def cell(self, model: str, family: str, backend: str) -> Cell | None:
         return self.cells.get((model, family, backend))
 
+    def present(self):
+        """(model, family, backend, cell) for every cell with checks, in report order."""
+        for model in self.models:
+            for fam in self.families:
+                for b in self.backends[fam]:
+                    c = self.cell(model, fam, b)
+                    if c is not None:
+                        yield model, fam, b, c
+
 
 FAMILY_ORDER = ("case_files", "templates", "tokenizer", "generation", "toolcalls", "throughput")
 BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
@@ -453,31 +462,26 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
     else:
         out.append("No saved benchmark runs (run `harness bench`).")
     out += ["", "## Details", ""]
-    for model in matrix.models:
-        for fam in matrix.families:
-            for b in matrix.backends[fam]:
-                c = matrix.cell(model, fam, b)
-                if c is None:
-                    continue
-                out.append(f'<a id="{anchor(model, fam, b)}"></a>')
-                out.append(f"### {model} · {fam} · {b}")
-                out.append("")
-                out.append(_md_counts(c.counts))
-                out.append("")
-                for t in c.by("fail"):
-                    out.append(f"- **{t['outcome']}** `{_test_label(t)}` ({t.get('check') or fam}) at "
-                               f"`{t.get('location') or '?'}`")
-                    out.append("")
-                    out.append("  ```")
-                    out += ["  " + ln for ln in (t.get("message") or "").rstrip().splitlines()[-60:]]
-                    out.append("  ```")
-                for t in c.by("xfail"):
-                    out.append(f"- expected failure `{_test_label(t)}` at `{t.get('location') or '?'}`: "
-                               f"{_first_line(t.get('message'))}")
-                reasons = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
-                for reason, k in reasons.most_common():
-                    out.append(f"- skipped ×{k}: {reason}")
-                out.append("")
+    for model, fam, b, c in matrix.present():
+        out.append(f'<a id="{anchor(model, fam, b)}"></a>')
+        out.append(f"### {model} · {fam} · {b}")
+        out.append("")
+        out.append(_md_counts(c.counts))
+        out.append("")
+        for t in c.by("fail"):
+            out.append(f"- **{t['outcome']}** `{_test_label(t)}` ({t.get('check') or fam}) at "
+                       f"`{t.get('location') or '?'}`")
+            out.append("")
+            out.append("  ```")
+            out += ["  " + ln for ln in (t.get("message") or "").rstrip().splitlines()[-60:]]
+            out.append("  ```")
+        for t in c.by("xfail"):
+            out.append(f"- expected failure `{_test_label(t)}` at `{t.get('location') or '?'}`: "
+                       f"{_first_line(t.get('message'))}")
+        reasons = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
+        for reason, k in reasons.most_common():
+            out.append(f"- skipped ×{k}: {reason}")
+        out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -553,33 +557,28 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
         out.append("<p>No saved benchmark runs (run <code>harness bench</code>).</p>")
 
     out.append("<h2>Details</h2>")
-    for model in matrix.models:
-        for fam in matrix.families:
-            for b in matrix.backends[fam]:
-                c = matrix.cell(model, fam, b)
-                if c is None:
-                    continue
-                out.append(f'<h3 id="{anchor(model, fam, b)}">{e(model)} · {e(fam)} · {e(b)} {_badges(c.counts)}</h3>')
-                fails = c.by("fail")
-                for t in fails:
-                    out.append(f"<p><b>{e(t['outcome'])}</b> <code>{e(_test_label(t))}</code> "
-                               f"({e(t.get('check') or fam)}) at <code>{e(str(t.get('location') or '?'))}</code></p>")
-                    out.append(f"<pre>{e((t.get('message') or '').rstrip()[-6000:])}</pre>")
-                xf = c.by("xfail")
-                if xf:
-                    out.append(f"<details><summary>{len(xf)} expected failure(s)</summary><ul>")
-                    for t in xf:
-                        out.append(f"<li><code>{e(_test_label(t))}</code> at <code>{e(str(t.get('location') or '?'))}"
-                                   f"</code>: {e(_first_line(t.get('message')))}</li>")
-                    out.append("</ul></details>")
-                skips = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
-                if skips:
-                    out.append(f"<details><summary>{sum(skips.values())} skipped</summary><ul>")
-                    for reason, k in skips.most_common():
-                        out.append(f"<li>×{k}: {e(reason)}</li>")
-                    out.append("</ul></details>")
-                if not fails and not xf and not skips:
-                    out.append('<p class="small">all passed</p>')
+    for model, fam, b, c in matrix.present():
+        out.append(f'<h3 id="{anchor(model, fam, b)}">{e(model)} · {e(fam)} · {e(b)} {_badges(c.counts)}</h3>')
+        fails = c.by("fail")
+        for t in fails:
+            out.append(f"<p><b>{e(t['outcome'])}</b> <code>{e(_test_label(t))}</code> "
+                       f"({e(t.get('check') or fam)}) at <code>{e(str(t.get('location') or '?'))}</code></p>")
+            out.append(f"<pre>{e((t.get('message') or '').rstrip()[-6000:])}</pre>")
+        xf = c.by("xfail")
+        if xf:
+            out.append(f"<details><summary>{len(xf)} expected failure(s)</summary><ul>")
+            for t in xf:
+                out.append(f"<li><code>{e(_test_label(t))}</code> at <code>{e(str(t.get('location') or '?'))}"
+                           f"</code>: {e(_first_line(t.get('message')))}</li>")
+            out.append("</ul></details>")
+        skips = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
+        if skips:
+            out.append(f"<details><summary>{sum(skips.values())} skipped</summary><ul>")
+            for reason, k in skips.most_common():
+                out.append(f"<li>×{k}: {e(reason)}</li>")
+            out.append("</ul></details>")
+        if not fails and not xf and not skips:
+            out.append('<p class="small">all passed</p>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -84,8 +84,9 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def stable(extraction: dict[str, Any]) -> dict[str, Any]:
-    """An extraction for a golden: extractor errors may quote a Python object's repr with its
-    memory address (pythonic: "<ast.Call object at 0x7f...>"), which changes every run."""
+    """An extraction for a golden: an extractor error that quotes a Python object's repr
+    ("<... object at 0x7f...>") would change every run. None does today (pythonic used to
+    quote ast's message); this keeps a future one from making goldens flaky."""
     if extraction.get("error"):
         extraction = {**extraction, "error": _ADDRESS.sub(" at 0x…", extraction["error"])}
     return extraction
@@ -636,8 +637,9 @@ def _generation_context(case: Case, cfg: dict[str, Any]) -> Context | None:
     return next((c for c in case.contexts if c.id == cfg["context"]), None)
 
 
-def grammar_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
-    out = []
+def _generation_backends(cases: CaseSet, available: Iterable[str]):
+    """(case, its generation config, context, template stem, backend) for every case with
+    weights and a checks.toolcalls.generation block, and each of its backends present here."""
     for c in cases.cases:
         cfg = generation_config(c)
         if not cfg or not c.has_weights:
@@ -646,25 +648,19 @@ def grammar_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
         stem = Path(cfg["template"]["member"]).stem
         for b in cfg.get("backends") or GENERATORS:
             if b in available:
-                out.append(Item(c, GRAMMAR, ctx, None, b, (("template", stem), ("format", cfg["format"]))))
-    return out
+                yield c, cfg, ctx, stem, b
+
+
+def grammar_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
+    return [Item(c, GRAMMAR, ctx, None, b, (("template", stem), ("format", cfg["format"])))
+            for c, cfg, ctx, stem, b in _generation_backends(cases, available)]
 
 
 def chat_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
-    out = []
-    for c in cases.cases:
-        cfg = generation_config(c)
-        if not cfg or not c.has_weights:
-            continue
-        ctx = _generation_context(c, cfg)
-        stem = Path(cfg["template"]["member"]).stem
-        for b in cfg.get("backends") or GENERATORS:
-            if b not in available:
-                continue
-            for tmpl in ("embedded", stem):
-                for tc in cfg.get("tool_choice") or CHAT_TOOL_CHOICES:
-                    out.append(Item(c, CHAT, ctx, None, b, (("template", tmpl), ("tool_choice", tc))))
-    return out
+    return [Item(c, CHAT, ctx, None, b, (("template", tmpl), ("tool_choice", tc)))
+            for c, cfg, ctx, stem, b in _generation_backends(cases, available)
+            for tmpl in ("embedded", stem)
+            for tc in cfg.get("tool_choice") or CHAT_TOOL_CHOICES]
 
 
 def require_context(item: Item) -> Context:

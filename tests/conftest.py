@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,20 @@ def resolve_case_model(case_id: str) -> Path:
     from harness.sources import FileSpec, resolve
     case = discover(CASES, select=[case_id]).by_id(case_id)
     return resolve(FileSpec.from_case(case.model["gguf"])).path
+
+
+def pid_gone(pid: int, within_s: float = 10.0) -> bool:
+    """No such process, or only a zombie left for init to reap."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASES, REPO, SUITE
+from conftest import CASES, REPO, SUITE, pid_gone
 
 DOUBLES = textwrap.dedent('''
     """Test doubles for tests/test_crash_isolation.py (loaded with -p crash_doubles)."""
@@ -286,21 +286,8 @@ def test_ctrl_c_leaves_no_process_and_no_temporary_file(tmp_path, smollm2_gguf):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     for pid in kids:
-        assert _gone(pid), f"process {pid} survived the interrupt"
+        assert pid_gone(pid), f"process {pid} survived the interrupt"
     assert not canary.exists() and not any(parent.iterdir())
-
-
-def _gone(pid: int, within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_memory_ceiling_fails_the_running_check_only():

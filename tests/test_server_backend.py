@@ -28,6 +28,7 @@ from harness.backends.base import (CHAT, COMPLETE, STREAM, Backend, BackendError
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.server import ServerBackend
 from harness.server_build import BuiltServer, build_llama_server
+from conftest import pid_gone
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TREE = "/work/dl/llama_cpp_python-0.3.36/vendor/llama.cpp"
@@ -79,20 +80,6 @@ def smol(built, smollm2_gguf):
     backend = make_backend(built, smollm2_gguf)
     yield backend
     backend.close()
-
-
-def pid_gone(pid: int, within_s: float = 10.0) -> bool:
-    """No such process, or only a zombie left for init to reap."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- lifecycle ----------------------------------------------------------------------------
