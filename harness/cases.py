@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,6 +54,10 @@ class KnownDefect:
     reported: str | None
     file: str
     line: int
+    match: str | None = None        # regex the Mismatch message must contain
+
+    def explains(self, message: str) -> bool:
+        return self.match is None or re.search(self.match, message) is not None
 
     def matches(self, check: str, params: dict[str, str]) -> bool:
         family = check.split(".")[0]
@@ -217,8 +222,14 @@ def _load_case(path: Path, display: str, out: CaseSet, select: list[str] | None)
                                              iter(out.contexts)))
     defects = []
     for i, kd in enumerate(d.get("known_defects", [])):
+        if "match" in kd:
+            try:
+                re.compile(kd["match"])
+            except re.error as exc:
+                problems.append(located.problem(("known_defects", i, "match"), f"not a regular expression: {exc}"))
         defects.append(KnownDefect(kd["check"], dict(kd.get("where") or {}), kd["description"].strip(),
-                                   kd.get("reported"), display, located.where(("known_defects", i))[0]))
+                                   kd.get("reported"), display, located.where(("known_defects", i))[0],
+                                   kd.get("match")))
     if problems:
         raise CaseError(problems)
     out.used_contexts.update(c.id for c in contexts)

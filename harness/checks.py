@@ -16,6 +16,11 @@ class Mismatch(AssertionError):
     """A conformance finding: two sides that must agree do not, or an output breaks a rule."""
 
 
+class DefectChanged(AssertionError):
+    """A check declared as a known defect with `match:` failed, but not with that defect: a
+    different finding, which must not pass as the declared expected failure."""
+
+
 def short_diff(expected: str, actual: str, expected_name: str, actual_name: str, context: int = 2,
                limit: int = 40) -> str:
     lines = list(difflib.unified_diff(

@@ -68,6 +68,7 @@ def caseset(config: pytest.Config) -> CaseSet:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
+    config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
     if (config.getoption("--case") or config.getoption("--backend")) and hasattr(config.option,
                                                                                  "disable_unused_snapshots"):
@@ -98,10 +99,26 @@ def pytest_runtest_call(item: pytest.Item):
             watch = item.config.stash[MEMORY_KEY] = MemoryWatch(item.config.getoption("--memory-ceiling")).start()
         watch.running(item.nodeid)
     try:
-        yield
+        outcome = yield
     finally:
         if watch is not None:
             watch.running(None)
+    _check_declared_defect(item, outcome)
+
+
+def _check_declared_defect(item: pytest.Item, outcome: Any) -> None:
+    """A known defect with `match:` expects exactly that finding: any other Mismatch becomes a
+    DefectChanged, which the strict xfail (raises=Mismatch) does not accept."""
+    marker = item.get_closest_marker("harness_defect")
+    excinfo = getattr(outcome, "excinfo", None)
+    if marker is None or excinfo is None:
+        return
+    from .checks import DefectChanged, Mismatch
+    defect, exc = marker.args[0], excinfo[1]
+    if isinstance(exc, Mismatch) and not defect.explains(str(exc)):
+        outcome.force_exception(DefectChanged(
+            f"{defect.file}:{defect.line}: the declared known defect expects a message matching "
+            f"{defect.match!r}, but the check failed differently:\n{exc}"))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -161,6 +178,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if defect is not None:
                 from .checks import Mismatch
                 marks.append(pytest.mark.xfail(strict=True, raises=Mismatch, reason=defect.reason()))
+                if defect.match is not None:
+                    marks.append(pytest.mark.harness_defect(defect))
             params.append(pytest.param(item, id=item.id, marks=marks))
         metafunc.parametrize(argname, params)
 
@@ -250,11 +269,22 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         config.stash[RESULTS_KEY]["tests"].append({
             "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
             **(meta or {}), "backend_info": props.get("backend_info"), "rss_mib": props.get("rss_mib"),
+            "details": props.get("details"),
+            "summary": ADDRESS.sub("0x…", _summary(report)),
             "worker": getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None),
             # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
             # identical runs; results.json should not
             "message": ADDRESS.sub("0x…", WORKER_LINE.sub("", message)[-4000:]),
         })
+
+
+def _summary(report) -> str:
+    """The finding in one line: the first line of the exception's message, without its type."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if report.outcome == "passed" or crash is None:
+        return ""
+    first = (crash.message or "").strip().splitlines()[0] if (crash.message or "").strip() else ""
+    return re.sub(r"^(?:[\w.]+\.)?(?:Mismatch|Failed|AssertionError): ", "", first)[:500]
 
 
 _CONFIG: dict[str, Any] = {}

@@ -477,7 +477,7 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
             out.append("  ```")
         for t in c.by("xfail"):
             out.append(f"- expected failure `{_test_label(t)}` at `{t.get('location') or '?'}`: "
-                       f"{_first_line(t.get('message'))}")
+                       f"{_first_line(t)}")
         reasons = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
         for reason, k in reasons.most_common():
             out.append(f"- skipped ×{k}: {reason}")
@@ -485,11 +485,16 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
     return "\n".join(out) + "\n"
 
 
-def _first_line(message: str | None) -> str:
-    lines = [ln for ln in (message or "").splitlines() if ln.strip()]
+def _first_line(test: dict) -> str:
+    """The finding of a record in one line: its summary (the exception's first line), or for
+    results written before summaries existed, the traceback's `E   ...Mismatch: ...` line."""
+    if test.get("summary"):
+        return test["summary"][:300]
+    lines = [ln for ln in (test.get("message") or "").splitlines() if ln.strip()]
     for ln in lines:
-        if "Mismatch" in ln or "known defect" in ln:
-            return ln.strip()[:300]
+        m = re.match(r"^E\s+(?:[\w.]+\.)?Mismatch: (.*)", ln)
+        if m:
+            return m.group(1).strip()[:300]
     return (lines[-1].strip()[:300] if lines else "")
 
 
@@ -569,7 +574,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
             out.append(f"<details><summary>{len(xf)} expected failure(s)</summary><ul>")
             for t in xf:
                 out.append(f"<li><code>{e(_test_label(t))}</code> at <code>{e(str(t.get('location') or '?'))}"
-                           f"</code>: {e(_first_line(t.get('message')))}</li>")
+                           f"</code>: {e(_first_line(t))}</li>")
             out.append("</ul></details>")
         skips = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
         if skips:

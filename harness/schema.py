@@ -62,6 +62,9 @@ _KNOWN_DEFECT = {
         "where": _WHERE,
         "description": {"type": "string", "minLength": 10},
         "reported": _TEXT,
+        # a regular expression the failure's message must contain (re.search): pins the defect
+        # itself, so that a different disagreement on the same check is not taken for it
+        "match": {"type": "string", "minLength": 1},
     },
 }
 _RENDERERS = {"type": "array", "items": _TEXT, "uniqueItems": True}

@@ -133,6 +133,59 @@ def corpus_strategy(special_texts: tuple[str, ...]):
     return st.lists(st.one_of(*pieces), max_size=6).map("".join)
 
 
+_CORPORA: dict[tuple, tuple[str, ...]] = {}
+
+
+def differential_corpus(special_texts: tuple[str, ...], n: int, run_seed: int) -> tuple[str, ...]:
+    """`n` distinct strings drawn from `corpus_strategy` with hypothesis, reproducibly: the same
+    seed, special texts and hypothesis version give the same corpus (generation only, no
+    database). Extra passes with derived seeds top the corpus up to `n` distinct strings."""
+    key = (special_texts, n, run_seed)
+    if key in _CORPORA:
+        return _CORPORA[key]
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+    strategy = corpus_strategy(special_texts)
+    seen: dict[str, None] = {}
+    for attempt in range(20):
+        @seed(run_seed + attempt)
+        @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(text=strategy)
+        def collect(text):
+            seen.setdefault(text, None)
+        collect()
+        if len(seen) >= n:
+            break
+    _CORPORA[key] = corpus = tuple(list(seen)[:n])
+    return corpus
+
+
+def corpus_digest(corpus: tuple[str, ...]) -> str:
+    import hashlib
+    return hashlib.sha256("\0".join(corpus).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def shrink_disagreement(special_texts: tuple[str, ...], n: int, run_seed: int, disagree) -> str | None:
+    """Hypothesis's own search from the same seed, with shrinking: the smallest string it finds
+    for which `disagree(text)` is true, or None if its search does not hit one."""
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+    found: list[str] = []
+
+    @seed(run_seed)
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate, Phase.shrink],
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    @given(text=corpus_strategy(special_texts))
+    def search(text):
+        if disagree(text):
+            found.append(text)   # the last one recorded is the shrunk example hypothesis replays
+            raise AssertionError(text)
+    try:
+        search()
+    except AssertionError:
+        return found[-1] if found else None
+    return None
+
+
 def first_divergence(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 

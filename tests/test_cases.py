@@ -71,6 +71,18 @@ def test_known_defects_match_by_check_and_glob(case_tree):
     assert case.known_defects[0].reason().startswith("known defect (cases/kd.yaml:10):")
 
 
+def test_known_defect_match_must_be_a_regular_expression(case_tree):
+    extra = ("known_defects:\n  - check: templates.agree\n    description: built-in template drops the system prompt\n"
+             "    match: 'unclosed (group'\n")
+    write(case_tree, "kd.yaml", model_case("kd", extra=extra))
+    write(case_tree, "ok.yaml", model_case("ok", extra=extra.replace("'unclosed (group'", "'drops? the (system)'")))
+    cases = discover(case_tree)
+    assert [c.id for c in cases.cases] == ["ok"]
+    assert "cases/kd.yaml:12:5: known_defects[0].match: not a regular expression" in str(cases.errors[0])
+    defect = cases.by_id("ok").known_defects[0]
+    assert defect.explains("x: it drops the system prompt") and not defect.explains("another finding")
+
+
 def test_select_keeps_only_matching_cases(case_tree):
     write(case_tree, "a.yaml", model_case("alpha"))
     write(case_tree, "b.yaml", model_case("beta"))

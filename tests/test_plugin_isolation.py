@@ -100,3 +100,20 @@ def test_changed_golden_fails_with_a_diff(project, smollm2_gguf):
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*test_render*smollm2-135m-instruct,single-user,gen,llama-cpp-python*"])
     assert "Spain" in result.stdout.str()
+
+
+def test_known_defect_match_pins_the_finding(project, smollm2_gguf):
+    """`match:` accepts the declared finding as the expected failure; any other message fails."""
+    cases = project.path / "cases"
+    declared = good_case().replace("contexts: [single-user, system-user]", "contexts: [single-user]")
+    anchor = "    where: {renderer: llama.cpp-builtin, context: \"single-user|unicode-whitespace\"}\n"
+    assert anchor in declared
+    (cases / "smollm2.yaml").write_text(declared.replace(anchor, anchor + "    match: helpful AI assistant\n"))
+    result = run(project, "--snapshot-update", "-k", "test_render and llama.cpp-builtin and single-user")
+    result.assert_outcomes(passed=2, xfailed=2)
+
+    (cases / "smollm2.yaml").write_text(declared.replace(anchor, anchor + "    match: 'a different finding'\n"))
+    result = run(project, "--snapshot-update", "-k", "test_render and llama.cpp-builtin and single-user")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "DefectChanged" in out and "expects a message matching 'a different finding'" in out

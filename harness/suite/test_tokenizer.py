@@ -44,8 +44,10 @@ def test_reference_ids(reference_item, harness_runtime, record_property):
 
 
 def test_differential(differential_item, harness_runtime, record_property):
-    """llama.cpp vs transformers on generated strings (hypothesis, fixed seed, shrunk failures)."""
-    from hypothesis import HealthCheck, Phase, given, seed, settings
+    """llama.cpp vs transformers on a generated corpus: `examples` distinct hypothesis strings
+    (fixed, recorded seed), every one evaluated; disagreements are counted, the shortest are
+    listed with both id sequences, and hypothesis shrinks one from the same seed."""
+    import hypothesis
 
     it, rt = differential_item, harness_runtime
     hf = open_backend(rt, "hf", it.case, TOKENIZE, record_property)
@@ -57,22 +59,38 @@ def test_differential(differential_item, harness_runtime, record_property):
     if VOCAB in other.capabilities:
         specials = tuple(sorted({other.detokenize([i], render_special=True) for i in other.vocab_info().special_ids}
                                 - {""}))[:64]
-    record_property("differential", {"examples": n, "seed": run_seed, "parse_special": special})
+    corpus = tk.differential_corpus(specials, n, run_seed)
 
-    @seed(run_seed)
-    @settings(max_examples=n, database=None, deadline=None, derandomize=False,
-              phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
-    @given(text=tk.corpus_strategy(specials))
-    def agree(text):
-        a = hf.tokenize(text, add_special=False, parse_special=special)
-        b = other.tokenize(text, add_special=False, parse_special=special)
-        if a != b:
-            at = tk.first_divergence(a, b)
-            raise Mismatch(f"{it.case.location()}: {it.backend} and hf tokenize {text!r} differently "
-                           f"(parse_special={special}, hypothesis seed {run_seed}, shrunk)\n"
-                           + tk.describe_ids("hf", a, at, _piece_fn(hf)) + "\n"
-                           + tk.describe_ids(it.backend, b, at, _piece_fn(other)))
-    agree()
+    def ids(text):
+        return (hf.tokenize(text, add_special=False, parse_special=special),
+                other.tokenize(text, add_special=False, parse_special=special))
+
+    def differs(text):
+        a, b = ids(text)
+        return a != b
+
+    bad = [text for text in corpus if differs(text)]
+    details = {"strings": len(corpus), "distinct": len(set(corpus)), "seed": run_seed,
+               "corpus_sha256_16": tk.corpus_digest(corpus), "hypothesis": hypothesis.__version__,
+               "parse_special": special, "disagree": len(bad)}
+    record_property("details", {"differential": details})
+    if not bad:
+        return
+
+    def describe(text):
+        a, b = ids(text)
+        at = tk.first_divergence(a, b)
+        return (f"  {text!r}\n    " + tk.describe_ids("hf", a, at, _piece_fn(hf)).replace("\n", "\n    ")
+                + "\n    " + tk.describe_ids(it.backend, b, at, _piece_fn(other)).replace("\n", "\n    "))
+
+    shrunk = tk.shrink_disagreement(specials, n, run_seed, differs)
+    head = (f"{it.case.location()}: {it.backend} and hf tokenize {len(bad)} of {len(corpus)} generated "
+            f"strings differently (parse_special={special}, hypothesis {hypothesis.__version__} seed {run_seed}, "
+            f"corpus {details['corpus_sha256_16']})\n")
+    if shrunk is not None:
+        head += "shrunk:\n" + describe(shrunk) + "\n"
+    shortest = sorted(set(bad) - {shrunk}, key=lambda t: (len(t), t))[:8]
+    raise Mismatch(head + f"shortest of the {len(bad)} failing strings:\n" + "\n".join(map(describe, shortest)))
 
 
 def test_roundtrip(roundtrip_item, harness_runtime, record_property):
