@@ -982,3 +982,12 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
+
+
+def format_tokenize(rows: list[dict[str, Any]]) -> list[str]:
+    """Strings/s and tokens/s per case and tokenizer backend, fastest first within a case."""
+    out = [f"{'case':28} {'backend':18} {'strings':>7} {'tokens':>8} {'strings/s':>10} {'tokens/s':>10}"]
+    for r in sorted(rows, key=lambda r: (r["case"], -r["tokens_per_s"])):
+        out.append(f"{r['case']:28} {r['backend']:18} {r['strings']:>7} {r['tokens']:>8} "
+                   f"{r['strings_per_s']:>10.1f} {r['tokens_per_s']:>10.1f}")
+    return out

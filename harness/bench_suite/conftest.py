@@ -39,16 +39,18 @@ def _benchmarks(config) -> list:
 
 
 def _figures(config) -> dict:
-    rows, overhead, collection = [], None, None
+    rows, tokenize, overhead, collection = [], [], None, None
     for b in _benchmarks(config):
         info = b.extra_info or {}
         if info.get("kind") == "throughput":
             rows.append(info)
+        elif info.get("kind") == "tokenize":
+            tokenize.append(info)
         elif info.get("kind") == "overhead":
             overhead = info.get("figures")
         elif info.get("kind") == "collection":
             collection = info.get("figures")
-    return {"throughput": rows, "overhead": overhead, "collection": collection}
+    return {"throughput": rows, "tokenize": tokenize, "overhead": overhead, "collection": collection}
 
 
 def pytest_benchmark_update_machine_info(config, machine_info: dict) -> None:
@@ -94,6 +96,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
                       "tg = generation tokens/s (harness: first->last token; backend: llama.cpp t_eval / "
                       "llama-server predicted_ms; +sampl.: t_eval + the sampler's t_sample, eval loop only). "
                       "Same text from all three backends: see text_sha256 in the saved run.")
+    if figs["tokenize"]:
+        tr.section("tokenization throughput (fixed corpus, means over rounds)")
+        for line in bench.format_tokenize(figs["tokenize"]):
+            tr.write_line(line)
     if figs["overhead"]:
         tr.section("harness overhead")
         for line in bench.format_overhead(figs["overhead"], OVERHEAD_TARGET):
