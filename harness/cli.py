@@ -223,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     ns = build_parser().parse_args(argv)
-    return ns.func(ns, extra)
+    try:
+        return ns.func(ns, extra)
+    except BrokenPipeError:
+        # `harness review | head`: the reader has gone; say nothing more (and not at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
