@@ -46,6 +46,26 @@ def smollm2_gguf() -> Path:
     return resolve_case_model("smollm2-135m-instruct")
 
 
+@pytest.fixture(scope="session")
+def llama_tree() -> Path:
+    """The pinned llama.cpp tree, resolved as the harness resolves it (the tree vendored in the
+    llama-cpp-python sdist, from the harness cache or PyPI); HARNESS_TEST_LLAMA_CPP_TREE overrides."""
+    override = os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE")
+    if override:
+        return Path(override)
+    from harness.sources import llama_cpp_tree
+    return llama_cpp_tree()
+
+
+@pytest.fixture(scope="session")
+def built_server(llama_tree):
+    """llama-server built from the pinned tree (cached after the first build, ~10 min)."""
+    if shutil.which("cmake") is None or shutil.which("c++") is None:
+        pytest.skip("cmake / c++ not on PATH: cannot build llama-server")
+    from harness.server_build import build_llama_server
+    return build_llama_server(llama_tree)
+
+
 @pytest.fixture
 def case_tree(tmp_path: Path) -> Path:
     """A private copy of the shared contexts and tool sets, with no case files yet."""

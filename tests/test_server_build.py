@@ -1,6 +1,7 @@
 """Building llama-server: content-hash cache, lock between processes, failure marker.
 
-The cache test uses the real llama.cpp tree (vendored in llama-cpp-python 0.3.36).
+The cache test uses the real llama.cpp tree (vendored in llama-cpp-python 0.3.36; conftest.py's
+llama_tree resolves it through the harness's sources).
 Locking and failure handling use tiny real CMake projects in tmp dirs (a build of the
 real tree takes minutes), run through the same code path with a separate cache root.
 """
@@ -22,19 +23,10 @@ from harness.server_build import (ServerBuildError, build_llama_server, default_
                                   tree_hash)
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TREE = "/work/dl/llama_cpp_python-0.3.36/vendor/llama.cpp"
 
 needs_toolchain = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("c++") is None or shutil.which("cc") is None,
     reason="cmake / a C and C++ compiler are not on PATH")
-
-
-@pytest.fixture(scope="session")
-def llama_tree() -> Path:
-    tree = Path(os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE", DEFAULT_TREE))
-    if not (tree / "tools" / "server").is_dir():
-        pytest.skip(f"llama.cpp source tree not found at {tree} (set HARNESS_TEST_LLAMA_CPP_TREE)")
-    return tree
 
 
 def tiny_tree(root: Path, *, fail: bool = False, configure_sleep_s: int = 0, tag: str = "1") -> Path:

@@ -26,7 +26,6 @@ from harness.toolcalls.base import Call, Format, Scan
 from harness.toolcalls.check import run_stream
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
-TEMPLATES_DIR = Path("/work/dl/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates")
 KEBAB = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MIN_OUTPUTS = 15
 
@@ -268,10 +267,9 @@ REAL_TEMPLATES = {
 }
 
 
-@pytest.mark.skipif(not TEMPLATES_DIR.is_dir(), reason="llama.cpp template directory not available")
 @pytest.mark.parametrize("filename", sorted(REAL_TEMPLATES))
-def test_detect_format_real_templates(filename):
-    path = TEMPLATES_DIR / filename
+def test_detect_format_real_templates(filename, llama_tree):
+    path = llama_tree / "models" / "templates" / filename
     if not path.exists():
         pytest.skip(f"{filename} not in this llama.cpp checkout")
     assert detect_format(path.read_text(encoding="utf-8")) == REAL_TEMPLATES[filename]
