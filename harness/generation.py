@@ -1035,6 +1035,9 @@ def _crash_summary(code: int, stderr: str) -> str:
     keys = ("terminate called", "what()", "GGML_ASSERT", "Segmentation", "error", "Abort")
     lines = [ln.strip() for ln in stderr.splitlines() if any(k in ln for k in keys)]
     lines = [re.sub(r"0x[0-9a-f]+", "0x…", ln) for ln in lines][:4]
+    # source paths name the build's temporary directory (pip-install-<random>/...); keep
+    # the path from the llama.cpp tree on, which is the same for every build of one version
+    lines = [re.sub(r"(?:/[^\s:/]+)+/(?:vendor/)?(llama\.cpp/)", r"\1", ln) for ln in lines]
     return f"{how}" + (f"; {' | '.join(lines)}" if lines else "")
 
 
