@@ -111,20 +111,37 @@ def syrupy_status(config) -> dict[str, str] | None:
     return out
 
 
-def file_golden_status(golden_dir: Path, tests: Iterable[dict], since: float | None,
-                       git: dict[str, str] | None) -> dict[str, str]:
+def golden_mtimes(golden_dir: Path) -> dict[str, int]:
+    """Every golden file's modification time (ns), by test module and name: taken at session
+    start, so that the end of the run can tell which files the run itself wrote."""
+    out: dict[str, int] = {}
+    for path in Path(golden_dir).glob("*/*.json"):
+        try:
+            out[f"{path.parent.name}/{path.stem}"] = path.stat().st_mtime_ns
+        except OSError:
+            pass
+    return out
+
+
+def file_golden_status(golden_dir: Path, tests: Iterable[dict], before: dict[str, int] | None,
+                       git: dict[str, str] | None, since: float | None = None) -> dict[str, str]:
     """test name -> written / changed / unchanged, from the golden files of this run's tests:
-    what syrupy cannot tell the controller under xdist. A file modified during the run was
-    written (changed, where git already tracks it); an older file was left as it was."""
+    what syrupy cannot tell the controller under xdist. A file that is new or whose mtime moved
+    since session start (`before`) was written (changed, where git already tracks it); without
+    `before`, a file modified after `since` counts as written."""
     out: dict[str, str] = {}
     for t in tests:
         module, _, name = t["nodeid"].rpartition("::")
         path = Path(golden_dir) / Path(module).stem / f"{name}.json"
         try:
-            mtime = path.stat().st_mtime
+            mtime_ns = path.stat().st_mtime_ns
         except OSError:
             continue
-        if since is not None and mtime >= since - 1:
+        if before is not None:
+            touched = before.get(f"{Path(module).stem}/{name}") != mtime_ns
+        else:
+            touched = since is not None and mtime_ns / 1e9 >= since - 1
+        if touched:
             out[name] = "changed" if (git or {}).get(name) == "modified" else "written"
         elif t.get("outcome") == "failed" and failure_kind(t) == "golden":
             out[name] = "failed"                 # differs from its golden (left as it was)
@@ -338,8 +355,8 @@ def write_review(terminalreporter, config, state: dict) -> None:
             golden_dir = Path(value) if value else Path(config.rootpath) / "golden"
             start = getattr(getattr(terminalreporter, "_session_start", None), "time", None)
             start = start or getattr(terminalreporter, "_sessionstarttime", None)
-            goldens = file_golden_status(golden_dir, tests, start,
-                                         git_golden_status(golden_dir) if golden_dir.is_dir() else None)
+            goldens = file_golden_status(golden_dir, tests, state.get("golden_mtimes"),
+                                         git_golden_status(golden_dir) if golden_dir.is_dir() else None, start)
         if goldens:
             terminalreporter.write_line(golden_totals(goldens))
         reviews = build(tests, goldens, state.get("backends"))

@@ -251,7 +251,7 @@ def test_review_groups_skips_and_classifies_failures(tmp_path):
         (golden / f"{name}.json").write_text("{}")
     old = golden / "test_render[m,single-user,gen,hf].json"
     os.utime(old, (1_000_000, 1_000_000))
-    status = review.file_golden_status(tmp_path, tests, since=2_000_000, git=None)
+    status = review.file_golden_status(tmp_path, tests, None, None, since=2_000_000)
     assert status == {"test_render[m,single-user,gen,hf]": "unchanged",
                       "test_render[m,single-user,nogen,hf]": "written"}
     lines = review.format_review(review.build(tests, status)["m"])
@@ -277,8 +277,27 @@ def test_under_xdist_a_golden_that_differs_is_counted_from_the_failure(tmp_path)
         path = golden / f"{t['nodeid'].rpartition('::')[2]}.json"
         path.write_text("{}")
         os.utime(path, (1_000_000, 1_000_000))
-    status = review.file_golden_status(tmp_path, tests, since=2_000_000, git=None)
+    status = review.file_golden_status(tmp_path, tests, None, None, since=2_000_000)
     assert review.golden_totals(status) == "goldens: 2 compared; 0 written, 0 changed, 1 differ, 1 unchanged"
+
+
+def test_golden_status_from_mtimes_at_session_start(tmp_path):
+    """A fresh clone's golden files are newer than any `since` margin; what counts is whether
+    the run moved a file's mtime, or created it."""
+    from harness import review
+    tests = [_record(f"test_render[m,{c},gen,hf]", "passed") for c in ("kept", "rewritten", "new")]
+    golden = tmp_path / "test_templates"
+    golden.mkdir()
+    for c in ("kept", "rewritten"):
+        (golden / f"test_render[m,{c},gen,hf].json").write_text("{}")
+    before = review.golden_mtimes(tmp_path)
+    assert set(before) == {"test_templates/test_render[m,kept,gen,hf]", "test_templates/test_render[m,rewritten,gen,hf]"}
+    rewritten = golden / "test_render[m,rewritten,gen,hf].json"
+    os.utime(rewritten, ns=(before["test_templates/test_render[m,rewritten,gen,hf]"] + 10**9,) * 2)
+    (golden / "test_render[m,new,gen,hf].json").write_text("{}")
+    status = review.file_golden_status(tmp_path, tests, before, {"test_render[m,rewritten,gen,hf]": "modified"})
+    assert status == {"test_render[m,kept,gen,hf]": "unchanged", "test_render[m,rewritten,gen,hf]": "changed",
+                      "test_render[m,new,gen,hf]": "written"}
 
 
 # --- every offline GGUF: a case that runs, and goldens that hold ---------------------------------
