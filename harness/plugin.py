@@ -215,6 +215,7 @@ def harness_runtime(request: pytest.FixtureRequest):
     yield rt
     config.stash[RESULTS_KEY]["backends"] = rt.backend_infos()
     config.stash[RESULTS_KEY]["models"] = rt.resolutions
+    config.stash[RESULTS_KEY]["own_errors"] = [dict(e) for e in rt.build_failures.values()]
     rt.close()
 
 
@@ -313,7 +314,20 @@ def _own_usage(state: dict) -> dict[str, Any]:
     from .isolation import rss_mib
     from .server_build import SERVER_PEAKS_MIB
     return {"models": dict(state.get("models") or {}),
-            "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)}}
+            "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)},
+            "errors": list(state.get("own_errors") or [])}
+
+
+def _merge_errors(state: dict, errors: list[dict]) -> None:
+    """Run-level errors (a backend that could not be built) from this process and every xdist
+    worker, once each: the same build log is one error, its skipped checks added up."""
+    merged = state.setdefault("errors", [])
+    for e in errors:
+        same = next((m for m in merged if (m.get("log") or m["message"]) == (e.get("log") or e["message"])), None)
+        if same is None:
+            merged.append(dict(e))
+        else:
+            same["skipped_checks"] += e.get("skipped_checks", 0)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -325,6 +339,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         state = config.stash[RESULTS_KEY]
         state.setdefault("models", {}).update(usage["models"])
         state.setdefault("workers", {})[node.gateway.id] = usage["memory"]
+        _merge_errors(state, usage.get("errors") or [])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -337,6 +352,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     own = _own_usage(state)
     state.setdefault("models", {}).update(own["models"])
+    _merge_errors(state, own["errors"])
     state["memory"] = memory_summary(own["memory"], state.get("workers", {}))
     from .results import write_results
     path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
@@ -352,6 +368,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("conformance summary")
     for line in summary_lines(state):
         terminalreporter.write_line(line)
+    for e in state.get("errors") or []:
+        # once per run, however many checks it skipped (each skip names only the first line)
+        terminalreporter.write_line(f"{e['backend']}: {e['error']}, {e['skipped_checks']} check(s) skipped: "
+                                    f"{e['message']}", red=True, bold=True)
+        if e.get("tail"):
+            terminalreporter.write_line("  last lines of the build log:")
+            for line in e["tail"].splitlines():
+                terminalreporter.write_line(f"    {line}")
     if state.get("written"):
         terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")
     from .review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/review.py)

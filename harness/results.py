@@ -52,6 +52,8 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         "provenance": provenance(config),
         "models": dict(sorted((state.get("models") or {}).items())),
         "memory": state.get("memory", {}),
+        # run-level errors, each once: a backend that could not be built (its checks skip)
+        "errors": list(state.get("errors") or []),
         "counts": dict(Counter(t["outcome"] for t in tests)),
         "tests": tests,
     }

@@ -19,6 +19,7 @@ from .backends.base import (Backend, BackendError, BackendOptions, ModelFiles, R
 from .cases import Case, Context
 from .errors import SourceError
 from .isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
+from .server_build import ServerBuildError
 from .sources import FileSpec, resolve
 
 
@@ -31,6 +32,8 @@ class Runtime:
     _backends: dict[tuple[str, str | None], Backend | Exception] = field(default_factory=dict)
     _renders: dict[tuple, Rendered] = field(default_factory=dict)
     resolutions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a backend that could not be built (llama-server): reported once per run, not per check
+    build_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # short and the same in every run: pytest prints fixture arguments in tracebacks,
@@ -104,12 +107,25 @@ class Runtime:
                 self._backends[key] = backend_class(name)(model, self.options_for(name))
             except Unsupported as exc:
                 self._backends[key] = exc        # skips, with the backend's reason
+            except ServerBuildError as exc:
+                self._backends[key] = exc        # kept as is: its checks skip (build_failed)
             except (BackendError, ImportError, OSError) as exc:
                 self._backends[key] = BackendError(f"{name} could not be opened for {key[1] or 'templates'}: {exc}")
         got = self._backends[key]
         if isinstance(got, Exception):
             raise got
         return got
+
+    def build_failed(self, name: str, exc: ServerBuildError) -> str:
+        """Note that a check of `name` is skipped because the backend could not be built; the
+        failure (with the build log's tail) is kept once, however many checks it skips. Returns
+        the skip reason: the failure's first line, without the log tail."""
+        key = exc.log_path or exc.headline
+        entry = self.build_failures.setdefault(key, {
+            "backend": name, "error": "build failed", "message": exc.headline, "log": exc.log_path,
+            "tail": exc.tail, "skipped_checks": 0})
+        entry["skipped_checks"] += 1
+        return f"{name} could not be built: {exc.headline} (log tail: run summary, results.json errors)"
 
     def options_for(self, name: str) -> BackendOptions:
         """The llama-server backend builds from the llama.cpp tree vendored in the sdist of the

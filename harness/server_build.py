@@ -61,7 +61,22 @@ BINARY_NAME = "llama-server"
 
 
 class ServerBuildError(BackendError):
-    """The llama-server build failed; the message carries the tail of the build log."""
+    """llama-server could not be built (the build failed, or could not run). The message carries
+    the tail of the build log; `headline` is its first line, `log_path` and `tail` the log's
+    path and last lines (None / "" when no build ran). A suite run skips the server's checks with
+    the headline and reports the tail once (harness/suite/__init__.py, harness/plugin.py)."""
+
+    def __init__(self, message: str, log_path: str | Path | None = None, tail: str = ""):
+        super().__init__(message)
+        self.log_path = str(log_path) if log_path is not None else None
+        self.tail = tail
+
+    def __reduce__(self):                        # picklable with its attributes (xdist, forks)
+        return type(self), (str(self), self.log_path, self.tail)
+
+    @property
+    def headline(self) -> str:
+        return str(self).split("\n", 1)[0].removesuffix("; last lines:").rstrip(":")
 
 
 @dataclass
@@ -271,8 +286,12 @@ def _raise_if_failed_this_run(failed: Path) -> None:
     except (OSError, ValueError):
         return
     if d.get("run_id") == _run_id():
-        raise ServerBuildError(f"llama-server build already failed in this run "
-                               f"(log: {d.get('log')}):\n{d.get('tail', '')}")
+        # the first line as the failed build said it, so every worker reports the same failure
+        cmd = d.get("cmd") or []
+        raise ServerBuildError(f"llama-server build failed (exit {d.get('rc')}) running {' '.join(cmd[:3])} ...; "
+                               f"log {d.get('log')}; last lines:\n{d.get('tail', '')}\n"
+                               f"(this build already failed in this run: not retried)",
+                               d.get("log"), d.get("tail", ""))
     failed.unlink(missing_ok=True)     # a new run retries (the failure may have been transient)
 
 
@@ -300,11 +319,13 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
                     {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
                      "tail": tail, "time": time.time()}, indent=1))
                 raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
-                                       f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}")
+                                       f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
+                                       log_path, tail)
     seconds = round(time.monotonic() - t0, 1)
     binary = build_dir / "bin" / BINARY_NAME
     if not binary.exists():
-        raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}")
+        raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}", log_path,
+                               _tail(log_path))
     lib_dir = build_dir / "bin"
     built = BuiltServer(binary=binary, lib_dir=lib_dir, tree_hash=th, options=options,
                         build_dir=build_dir, version=server_version(binary, lib_dir), key=key,

@@ -11,15 +11,19 @@ import pytest
 
 from ..backends.base import Backend, BackendError, Unsupported, require
 from ..errors import SourceError
+from ..server_build import ServerBuildError
 
 
 def open_backend(runtime, name: str, case, capability: str, record_property) -> Backend:
     """The session's backend for this case, or skip with the reason it lacks `capability`.
-    A backend that cannot be opened (or a model that cannot be resolved) fails the test."""
+    A backend that cannot be opened (or a model that cannot be resolved) fails the test; one that
+    could not be built (llama-server) skips it, and the build failure is reported once per run."""
     try:
         backend = runtime.backend(name, case)
     except Unsupported as exc:
         pytest.skip(f"{name}: {exc.reason}")
+    except ServerBuildError as exc:
+        skip_build_failure(runtime, name, exc)
     except (SourceError, BackendError) as exc:
         # the message is the whole story (sources tried, load error); a traceback adds nothing
         pytest.fail(f"{case.location()}: {exc}", pytrace=False)
@@ -32,3 +36,9 @@ def open_backend(runtime, name: str, case, capability: str, record_property) -> 
 
 def skip_unsupported(exc: Unsupported) -> None:
     pytest.skip(f"unsupported: {exc.reason}")
+
+
+def skip_build_failure(runtime, name: str, exc: ServerBuildError) -> None:
+    """Skip a check whose backend could not be built, with a one-line reason; the build log's
+    tail goes to the run's summary and results.json once (Runtime.build_failed, plugin.py)."""
+    pytest.skip(runtime.build_failed(name, exc))

@@ -10,7 +10,8 @@ import pytest
 
 from harness import toolcall_checks as tc
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
-from harness.suite import open_backend, skip_unsupported
+from harness.server_build import ServerBuildError
+from harness.suite import open_backend, skip_build_failure, skip_unsupported
 
 PARAMETERS = {
     "round_trip_item": tc.round_trip_items,
@@ -77,6 +78,8 @@ def _server_with_template(rt, item, opened, record_property):
     got = opened[key]
     if isinstance(got, Unsupported):
         skip_unsupported(got)
+    if isinstance(got, ServerBuildError):
+        skip_build_failure(rt, "llama-server", got)
     if isinstance(got, Exception):
         pytest.fail(f"{item.case.location()}: llama-server with {path.name}: {got}", pytrace=False)
     record_property("backend_info", got.info())
