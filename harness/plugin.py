@@ -10,6 +10,7 @@ the plugin costs nothing in test runs that do not use it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from .cases import CaseSet, discover
 
 RESULTS_KEY = pytest.StashKey[dict]()
 CASESET_KEY = pytest.StashKey[CaseSet]()
+OPENAI_CAPS_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,7 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--openai-url", default=None,
                     help="also run the 'openai' backend against this OpenAI-compatible endpoint")
     group.addoption("--openai-capabilities", default="chat,stream",
-                    help="comma-separated capabilities of --openai-url (e.g. chat,stream,complete,tools)")
+                    help="capabilities of --openai-url: a comma list (e.g. chat,stream,complete,tools) or "
+                         "@FILE, a JSON or YAML list")
     group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
     group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
     # limits (harness/isolation.py): a hung check fails alone; a check that eats memory fails alone
@@ -66,7 +69,43 @@ def caseset(config: pytest.Config) -> CaseSet:
     return config.stash[CASESET_KEY]
 
 
+def openai_capabilities(value: str) -> list[str]:
+    """--openai-capabilities: "chat,stream,tools" or "@path/to/file" holding a JSON or YAML list.
+    Raises ValueError (with the file and the problem) for anything else."""
+    if not value.startswith("@"):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    path = Path(value[1:]).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--openai-capabilities {value}: cannot read {path}: {exc.strerror or exc}") from None
+    import yaml                      # YAML is a superset of JSON: one parser reads both
+    try:
+        caps = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--openai-capabilities {value}: {path} is neither JSON nor YAML: {exc}") from None
+    if not isinstance(caps, list) or not all(isinstance(c, str) and c.strip() for c in caps):
+        raise ValueError(f"--openai-capabilities {value}: {path} must hold a list of capability names, "
+                         f"e.g. [chat, stream, tools]; got {json.dumps(caps)[:200]}")
+    return [c.strip() for c in caps]
+
+
+def _configure_openai(config: pytest.Config) -> None:
+    try:
+        caps = openai_capabilities(config.getoption("--openai-capabilities"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("--openai-url"):
+        from .backends.openai_compat import POSSIBLE
+        unknown = sorted(set(caps) - POSSIBLE)
+        if unknown:
+            raise pytest.UsageError(f"--openai-capabilities: the openai backend cannot provide {unknown} "
+                                    f"(possible: {', '.join(sorted(POSSIBLE))})")
+    config.stash[OPENAI_CAPS_KEY] = caps
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _configure_openai(config)
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
@@ -206,7 +245,7 @@ def harness_runtime(request: pytest.FixtureRequest):
     extra = {k: v for k, v in {
         "server_url": config.getoption("--server-url"), "server_binary": config.getoption("--server-binary"),
         "llama_cpp_tree": config.getoption("--llama-cpp-tree"), "base_url": config.getoption("--openai-url"),
-        "capabilities": [c for c in config.getoption("--openai-capabilities").split(",") if c],
+        "capabilities": config.stash[OPENAI_CAPS_KEY],
     }.items() if v}
     rt = Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed"),
                                 extra=extra),

@@ -217,7 +217,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "tool_choice": {"type": "array", "uniqueItems": True, "minItems": 1,
                                     "items": {"enum": ["required", "named"]}},
                     "backends": {"type": "array", "uniqueItems": True, "minItems": 1,
-                                 "items": {"enum": ["llama-cpp-python", "llama-server"]}}}},
+                                 "items": {"enum": ["llama-cpp-python", "llama-server", "openai"]}}}},
         },
     },
 }

@@ -23,6 +23,10 @@ Five checks, each an item family with readable ids:
   forced tool_choice ("required" or a named function); a forced call that comes back as
   plain content is a finding, and arguments are validated against the schema.
 
+Both generation checks run on llama-cpp-python, llama-server and, given --openai-url, the
+`openai` backend (raw completions need its `complete` and `grammar` capabilities, chat calls
+its `tools` capability; each check skips with the reason when one is not declared).
+
 Every message names the case file:line, the backend and both sides.
 """
 
@@ -52,7 +56,10 @@ CHAT = "toolcalls.chat_call"
 
 HANDLER_TOOL_CHOICES = ("auto", "omitted", "named")
 CHAT_TOOL_CHOICES = ("required", "named")
-GENERATORS = ("llama-cpp-python", "llama-server")
+GENERATORS = ("llama-cpp-python", "llama-server", "openai")
+# The openai backend (any OpenAI-compatible endpoint) chats with whatever template the endpoint
+# serves: it cannot be chosen per request, so its chat calls have this one template label.
+ENDPOINT_TEMPLATE = "endpoint"
 PRESENCE = "presence"          # round trip without an extractor: names and values must appear
 _TOOL_WORDS = re.compile(r"\btools\b|\btool_calls\b")
 
@@ -659,7 +666,7 @@ def grammar_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
 def chat_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     return [Item(c, CHAT, ctx, None, b, (("template", tmpl), ("tool_choice", tc)))
             for c, cfg, ctx, stem, b in _generation_backends(cases, available)
-            for tmpl in ("embedded", stem)
+            for tmpl in ((ENDPOINT_TEMPLATE,) if b == "openai" else ("embedded", stem))
             for tc in cfg.get("tool_choice") or CHAT_TOOL_CHOICES]
 
 
@@ -801,14 +808,17 @@ def check_chat_call(rt, item: Item, backend) -> Outcome:
                       temperature=0.0, seed=rt.options.seed, tools=tuple(tools), tool_choice=tool_choice)
     if item.backend == "llama-cpp-python":
         gen, evidence = llama_cpp_chat(backend, item, req)
-    else:
+    elif item.backend == "llama-server":
         gen, evidence = server_chat(backend, req)
+    else:                                        # openai: /v1/chat/completions, nothing more to see
+        gen, evidence = backend.chat(req), {}
     calls = [{"name": (tc.get("function") or {}).get("name"), "arguments": _parsed((tc.get("function") or {})
                                                                                    .get("arguments"))}
              for tc in gen.tool_calls or []]
     golden = {"tool_choice": tool_choice, "text": gen.text, "finish_reason": gen.finish_reason, "tool_calls": calls,
               **{k: v for k, v in evidence.items() if k != "server_warnings"}}
-    where = "the model's own template" if item.params["template"] == "embedded" else item.params["template"]
+    where = {"embedded": "the model's own template", ENDPOINT_TEMPLATE: "the endpoint's template"}.get(
+        item.params["template"], item.params["template"])
     out = Outcome(golden=golden, header=(
         f"{item.case.location()}: {item.backend} chat API, '{ctx.id}' with {where}, tools offered and "
         f"tool_choice={json.dumps(tool_choice)} (greedy, max_tokens={req.max_tokens})"))
