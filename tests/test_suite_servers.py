@@ -346,8 +346,9 @@ MISSING = ("schema: 1\nid: missing-model\ndescription: a model no source has\nmo
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("cc") is None, reason="no cmake / C compiler")
-def test_build_failure_is_reported_once_and_skips_the_server_checks(project, tmp_path_factory, monkeypatch):
+def test_build_failure_is_reported_once_and_skips_the_server_checks(project, tmp_path_factory, monkeypatch, request):
     cache = tmp_path_factory.mktemp("harness-cache")       # the failed build lands here, not in ~/.cache
+    request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
     cases = project.path / "cases"
     (cases / "smollm2.yaml").write_text(case_text(["single-user"]))
