@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,57 @@ def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
+    config = session.config
+    if hasattr(config, "workerinput") or RESULTS_KEY not in config.stash:
+        return
+    # the controller (or a serial run), before any worker starts
+    from .review import golden_mtimes
+    value = config.getoption("--golden-dir", default=None)
+    golden_dir = Path(value) if value else Path(config.rootpath) / "golden"
+    config.stash[RESULTS_KEY]["golden_mtimes"] = golden_mtimes(golden_dir) if golden_dir.is_dir() else None
+    _prebuild_server(config)
+
+
+def _prebuild_server(config: pytest.Config) -> None:
+    """Build (or find in the cache) llama-server once, before the checks start: a first build
+    takes ~10 minutes, longer than one check's --case-timeout, and workers would otherwise wait
+    for it inside a check. A failure is not raised here: the server's checks skip with it and the
+    run reports it once (harness/runtime.py build_failed). Workers share this run's id, so a build
+    that failed here is not retried by each of them."""
+    here = Path(__file__).parent
+    suites = (here / "suite", here / "bench_suite")
+    args = [Path(str(a).split("::")[0]).resolve() for a in config.args]
+    if not any(a == d or d in a.parents for a in args for d in suites):
+        return                                   # not a conformance or benchmark run
+    os.environ.setdefault("HARNESS_RUN_ID", f"run-{os.getpid()}-{int(time.time())}")
+    filters = config.getoption("--backend") or []
+    if (filters and "llama-server" not in filters) or config.option.collectonly or any(
+            config.getoption(o) for o in ("--server-url", "--server-binary")):
+        return
+    import importlib.util
+    if importlib.util.find_spec("llama_cpp") is None and not (
+            config.getoption("--llama-cpp-tree") or os.environ.get("HARNESS_LLAMA_CPP_TREE")):
+        return
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    say = (lambda m: tr.write_line(m)) if tr is not None else (lambda m: None)
+    from .errors import SourceError
+    from .server_build import ServerBuildError, build_llama_server
+    try:
+        tree = config.getoption("--llama-cpp-tree") or os.environ.get("HARNESS_LLAMA_CPP_TREE")
+        if not tree:
+            from importlib.metadata import version
+
+            from .sources import llama_cpp_tree
+            tree = llama_cpp_tree(version("llama-cpp-python"))
+        built = build_llama_server(Path(tree), log=say)
+    except ServerBuildError as exc:
+        say(f"llama-server: {exc.headline} (its checks will be skipped; log tail in the summary)")
+        return
+    except (SourceError, OSError) as exc:
+        say(f"llama-server: no llama.cpp tree to build from: {str(exc).splitlines()[0]}")
+        return
+    how = "reused cached build" if built.cached else f"built in {built.build_seconds:.0f}s"
+    say(f"llama-server: {how} {built.key} ({built.binary})")
 
 
 def _own_usage(state: dict) -> dict[str, Any]:

@@ -155,6 +155,8 @@ def test_killing_llama_server_mid_run_fails_only_the_check_that_found_it(project
 
     # the run completed: summary printed, results written
     assert "conformance summary" in out and "results written to" in out, out[-3000:]
+    # the server was looked up (here: found in the cache) once, before any check ran
+    assert out.count("llama-server: reused cached build") == 1, out[:3000]
     tests = results(project)["tests"]
     log = (project.path / "server-pids.txt").read_text().splitlines()
     killed = [int(line.split()[1]) for line in log if line.startswith("killed")]
@@ -360,6 +362,12 @@ def test_build_failure_is_reported_once_and_skips_the_server_checks(project, tmp
     out = result.stdout.str()
     doc = results(project)
     tests = doc["tests"]
+
+    # built once, by the controller before the workers started; they did not retry it
+    assert out.count("llama-server: building ") == 1, out
+    assert "(its checks will be skipped; log tail in the summary)" in out
+    failed_marker = json.loads(next((cache / "llama-server").glob("*/failed.json")).read_text())
+    assert failed_marker["run_id"].startswith("run-"), failed_marker
 
     # reported once: one error with the build log's tail, printed once, for every skipped check
     assert len(doc["errors"]) == 1, doc["errors"]
