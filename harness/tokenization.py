@@ -3,6 +3,7 @@ corpus, and the fixed probe strings for round trips and streaming detokenization
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -136,6 +137,30 @@ def corpus_strategy(special_texts: tuple[str, ...]):
 _CORPORA: dict[tuple, tuple[str, ...]] = {}
 
 
+@contextlib.contextmanager
+def _reproducible_generation():
+    """Hypothesis (6.13x+) mixes into generation string and number constants it mines from the
+    "local" modules loaded in the process: here the harness itself, whose loaded modules differ
+    between a serial run, each xdist worker and `harness bench`, and whose text changes with any
+    edit. For a corpus that depends only on the seed, the strategy and the hypothesis version,
+    generate without them (internal API, so guarded: if it moves, the recorded hypothesis
+    version and corpus digest still tell runs apart)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        empty, cache = providers.Constants(), providers.CONSTANTS_CACHE
+        original = providers._get_local_constants
+    except (ImportError, AttributeError):
+        yield False
+        return
+    cache.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield True
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
 def differential_corpus(special_texts: tuple[str, ...], n: int, run_seed: int) -> tuple[str, ...]:
     """`n` distinct strings drawn from `corpus_strategy` with hypothesis, reproducibly: the same
     seed, special texts and hypothesis version give the same corpus (generation only, no
@@ -143,9 +168,16 @@ def differential_corpus(special_texts: tuple[str, ...], n: int, run_seed: int) -
     key = (special_texts, n, run_seed)
     if key in _CORPORA:
         return _CORPORA[key]
-    from hypothesis import HealthCheck, Phase, given, seed, settings
     strategy = corpus_strategy(special_texts)
     seen: dict[str, None] = {}
+    with _reproducible_generation():
+        _collect(strategy, seen, n, run_seed)
+    _CORPORA[key] = corpus = tuple(list(seen)[:n])
+    return corpus
+
+
+def _collect(strategy, seen: dict[str, None], n: int, run_seed: int) -> None:
+    from hypothesis import HealthCheck, Phase, given, seed, settings
     for attempt in range(20):
         @seed(run_seed + attempt)
         @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
@@ -156,8 +188,6 @@ def differential_corpus(special_texts: tuple[str, ...], n: int, run_seed: int) -
         collect()
         if len(seen) >= n:
             break
-    _CORPORA[key] = corpus = tuple(list(seen)[:n])
-    return corpus
 
 
 def corpus_digest(corpus: tuple[str, ...]) -> str:
@@ -180,7 +210,8 @@ def shrink_disagreement(special_texts: tuple[str, ...], n: int, run_seed: int, d
             found.append(text)   # the last one recorded is the shrunk example hypothesis replays
             raise AssertionError(text)
     try:
-        search()
+        with _reproducible_generation():
+            search()
     except AssertionError:
         return found[-1] if found else None
     return None
