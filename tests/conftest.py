@@ -86,6 +86,9 @@ def preloaded_backends() -> None:
     import time_machine  # noqa: F401
 
 
+REAL_HARNESS_CACHE = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "llm-harness")
+
+
 @pytest.fixture(autouse=True)
 def _no_xdist_env_in_child_runs(request, monkeypatch):
     """Under `pytest -n 2`, PYTEST_XDIST_* variables would leak into the pytest runs that
@@ -93,3 +96,6 @@ def _no_xdist_env_in_child_runs(request, monkeypatch):
     if "pytester" in request.fixturenames:
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
             monkeypatch.delenv(name, raising=False)
+        # pytester points HOME at its tmp dir: child runs keep the real harness cache (verified
+        # model files, the llama-server build) unless a test sets its own HARNESS_CACHE
+        monkeypatch.setenv("HARNESS_CACHE", REAL_HARNESS_CACHE)
