@@ -110,11 +110,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
-    if (config.getoption("--case") or config.getoption("--backend")) and hasattr(config.option,
-                                                                                 "disable_unused_snapshots"):
-        # A subset of cases or backends cannot tell which goldens are unused: without this,
-        # syrupy would report every other case's goldens as unused and, with
-        # --snapshot-update, delete them.
+    if hasattr(config.option, "disable_unused_snapshots"):
+        # Unused goldens are found by the harness (review.stale_goldens, in linear time, also
+        # under xdist); syrupy's own search compares every golden with every ran test and took
+        # more than ten minutes for the default suite run serially.
         config.option.disable_unused_snapshots = True
 
 
@@ -441,6 +440,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not state["tests"]:
         return
+    _check_stale_goldens(session, state)
     own = _own_usage(state)
     state.setdefault("models", {}).update(own["models"])
     _merge_errors(state, own["errors"])
@@ -449,6 +449,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
     config.stash[RESULTS_KEY]["written"] = path
     from .report import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report.py)
+
+
+def _whole_modules(config: pytest.Config) -> bool:
+    """The run covers whole test modules: no case, backend, keyword, mark or node selection."""
+    return not (config.getoption("--case") or config.getoption("--backend") or config.option.keyword
+                or config.option.markexpr or getattr(config.option, "lf", False)
+                or any("::" in str(a) for a in config.args))
+
+
+def _check_stale_goldens(session: pytest.Session, state: dict) -> None:
+    """A golden no check produced is stale (a renamed check or case, a removed context): the run
+    fails until it is removed; --update-goldens (--snapshot-update) removes it."""
+    config = session.config
+    if not _whole_modules(config):
+        return
+    from .review import stale_goldens
+    golden_dir = _root(config, "--golden-dir", "golden")
+    stale = stale_goldens(golden_dir, state["tests"])
+    if not stale:
+        return
+    if config.getoption("--snapshot-update", default=False):
+        for f in stale:
+            f.unlink(missing_ok=True)
+        state["stale_goldens"] = {"removed": [str(f.relative_to(golden_dir)) for f in stale]}
+    else:
+        state["stale_goldens"] = {"found": [str(f.relative_to(golden_dir)) for f in stale]}
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -467,6 +494,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line("  last lines of the build log:")
             for line in e["tail"].splitlines():
                 terminalreporter.write_line(f"    {line}")
+    stale = state.get("stale_goldens") or {}
+    for how, files in stale.items():
+        verb = "removed (--update-goldens)" if how == "removed" else "no check produced them; run with --update-goldens to remove"
+        terminalreporter.write_line(f"goldens: {len(files)} stale, {verb}:", red=how == "found", bold=True)
+        for f in files[:20]:
+            terminalreporter.write_line(f"  {f}")
+        if len(files) > 20:
+            terminalreporter.write_line(f"  ... and {len(files) - 20} more")
     if state.get("written"):
         terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")
     from .review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/review.py)

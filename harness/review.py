@@ -111,6 +111,22 @@ def syrupy_status(config) -> dict[str, str] | None:
     return out
 
 
+def stale_goldens(golden_dir: Path, tests: Iterable[dict]) -> list[Path]:
+    """Golden files that no check of this run produced or compared: in the folder of every test
+    module the run covered, the files whose test id is not among the run's checks. Only
+    meaningful for a run of whole modules (no case, backend or -k selection)."""
+    ran: dict[str, set[str]] = {}
+    for t in tests:
+        module, _, name = t["nodeid"].rpartition("::")
+        ran.setdefault(Path(module).stem, set()).add(name)
+    out = []
+    for module, names in sorted(ran.items()):
+        folder = Path(golden_dir) / module
+        if folder.is_dir():
+            out += [f for f in sorted(folder.glob("*.json")) if f.stem not in names]
+    return out
+
+
 def golden_mtimes(golden_dir: Path) -> dict[str, int]:
     """Every golden file's modification time (ns), by test module and name: taken at session
     start, so that the end of the run can tell which files the run itself wrote."""

@@ -117,3 +117,29 @@ def test_known_defect_match_pins_the_finding(project, smollm2_gguf):
     result.assert_outcomes(passed=2, failed=2)
     out = result.stdout.str()
     assert "DefectChanged" in out and "expects a message matching 'a different finding'" in out
+
+
+def test_stale_goldens_fail_a_whole_module_run_and_update_removes_them(project):
+    """A golden no check produced (a renamed case, say) fails a run of whole modules; a run
+    with --update-goldens removes it; a selected run (-k, --case, --backend) leaves it alone."""
+    folder = project.path / "golden" / "test_case_files"
+    folder.mkdir(parents=True)
+    stale = folder / "test_case_file[renamed.yaml].json"
+    stale.write_text("{}")
+
+    def run_case_files(*extra):
+        return project.runpytest_subprocess(str(SUITE / "test_case_files.py"), f"--cases={project.path / 'cases'}",
+                                            f"--golden-dir={project.path / 'golden'}",
+                                            f"--report-dir={project.path / 'reports'}", "-p", "no:cacheprovider", *extra)
+
+    selected = run_case_files("-k", "smollm2")
+    assert selected.ret == 0 and stale.exists()
+    result = run_case_files()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["goldens: 1 stale, no check produced them; run with --update-goldens to remove:",
+                                 "  test_case_files/test_case_file[[]renamed.yaml[]].json"])
+    assert stale.exists()
+    updated = run_case_files("--snapshot-update")
+    assert updated.ret == 0 and not stale.exists()
+    updated.stdout.fnmatch_lines(["goldens: 1 stale, removed (--update-goldens):"])
+    assert run_case_files().ret == 0
