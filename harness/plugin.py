@@ -109,6 +109,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _configure_openai(config)
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
+    # checks record their properties for results.json, not for JUnit's xunit2 (which has no place
+    # for them): one warning per check would bury the summary of a serial run
+    config.addinivalue_line("filterwarnings",
+                            "ignore:record_property is incompatible with junit_family:pytest.PytestWarning")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
     if hasattr(config.option, "disable_unused_snapshots"):
         # Unused goldens are found by the harness (review.stale_goldens, in linear time, also
@@ -314,7 +318,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             "worker": getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None),
             # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
             # identical runs; results.json should not
-            "message": ADDRESS.sub("0x…", WORKER_LINE.sub("", message)[-4000:]),
+            # (xdist's copy of an xfail's traceback starts with a newline that pytest's own lacks)
+            "message": ADDRESS.sub("0x…", WORKER_LINE.sub("", message).lstrip("\n")[-4000:]),
         })
 
 
