@@ -225,21 +225,10 @@ def server_build_info(tree: Path | None = None) -> dict[str, Any]:
             "cache_key": built.key, "binary": str(built.binary), "build_seconds": built.build_seconds}
 
 
-_SHA: dict[tuple[str, int, int], str] = {}
-
-
 def gguf_sha256(path: str | Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA[key] = h.hexdigest()
-    return _SHA[key]
+    """sha256 of a file, memoised on (path, size, mtime) (sources.file_sha256)."""
+    from .sources import file_sha256
+    return file_sha256(path)
 
 
 def run_provenance(threads: int, models: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -240,20 +240,25 @@ def _present(names: list[str]) -> list[str]:
 
 
 # --- fixtures ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def harness_runtime(request: pytest.FixtureRequest):
+def _runtime(config: pytest.Config):
+    """The run's Runtime, from the command line (nothing is loaded until a check asks)."""
     from .backends.base import BackendOptions
     from .runtime import Runtime
-    config = request.config
-    dirs = [Path(d) for d in config.getoption("--model-dir")]
     extra = {k: v for k, v in {
         "server_url": config.getoption("--server-url"), "server_binary": config.getoption("--server-binary"),
         "llama_cpp_tree": config.getoption("--llama-cpp-tree"), "base_url": config.getoption("--openai-url"),
         "capabilities": config.stash[OPENAI_CAPS_KEY],
     }.items() if v}
-    rt = Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed"),
-                                extra=extra),
-                 backend_filter=config.getoption("--backend") or None, model_dirs=dirs)
+    return Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed"),
+                                  extra=extra),
+                   backend_filter=config.getoption("--backend") or None,
+                   model_dirs=[Path(d) for d in config.getoption("--model-dir")])
+
+
+@pytest.fixture(scope="session")
+def harness_runtime(request: pytest.FixtureRequest):
+    config = request.config
+    rt = _runtime(config)
     config.stash[RESULTS_KEY]["runtime"] = rt
     yield rt
     config.stash[RESULTS_KEY]["backends"] = rt.backend_infos()
@@ -377,22 +382,19 @@ def _prebuild_server(config: pytest.Config) -> None:
     if (filters and "llama-server" not in filters) or config.option.collectonly or any(
             config.getoption(o) for o in ("--server-url", "--server-binary")):
         return
-    import importlib.util
-    if importlib.util.find_spec("llama_cpp") is None and not (
-            config.getoption("--llama-cpp-tree") or os.environ.get("HARNESS_LLAMA_CPP_TREE")):
-        return
     tr = config.pluginmanager.get_plugin("terminalreporter")
     say = (lambda m: tr.write_line(m)) if tr is not None else (lambda m: None)
-    from .errors import SourceError
-    from .server_build import ServerBuildError, build_llama_server
-    try:
-        tree = config.getoption("--llama-cpp-tree") or os.environ.get("HARNESS_LLAMA_CPP_TREE")
-        if not tree:
-            from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError
 
-            from .sources import llama_cpp_tree
-            tree = llama_cpp_tree(version("llama-cpp-python"))
-        built = build_llama_server(Path(tree), log=say)
+    from .backends.server import resolve_server
+    from .errors import SourceError
+    from .server_build import ServerBuildError
+    try:
+        # the tree and options the server backend itself will resolve (Runtime.options_for), so
+        # the workers find exactly this build
+        built = resolve_server(_runtime(config).options_for("llama-server").extra, log=say)
+    except PackageNotFoundError:
+        return                                   # no llama-cpp-python and no tree given: no server
     except ServerBuildError as exc:
         say(f"llama-server: {exc.headline} (its checks will be skipped; log tail in the summary)")
         return

@@ -81,6 +81,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256_file, memoised on (resolved path, size, mtime): each file hashed once per process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = sha256_file(p)
+    return _SHA_MEMO[key]
+
+
 def _verified_marker(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 

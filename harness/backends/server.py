@@ -31,11 +31,10 @@ slightly, the numbers).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from harness.backends.base import (CHAT, COMPLETE, DETOKENIZE, GRAMMAR, JSON_SCHEMA, RENDER,
                                    STREAM, TIMINGS, TOKENIZE, TOOLS, VOCAB, BackendError,
@@ -44,6 +43,7 @@ from harness.backends.base import (CHAT, COMPLETE, DETOKENIZE, GRAMMAR, JSON_SCH
 from harness.backends.openai_compat import (ConnectError, HttpClient, HttpError, chat_body,
                                             stream_generation)
 from harness.backends.stream import generation_from_reply
+from harness.sources import file_sha256
 from harness.server_build import (BuiltServer, ServerProcess, build_llama_server, describe_exit,
                                   server_version)
 
@@ -51,7 +51,7 @@ CAPABILITIES = frozenset({RENDER, TOKENIZE, DETOKENIZE, VOCAB, COMPLETE, CHAT, S
                           GRAMMAR, JSON_SCHEMA, TOOLS, TIMINGS})
 
 
-def resolve_server(extra: dict[str, Any]) -> BuiltServer:
+def resolve_server(extra: dict[str, Any], log: Callable[[str], None] = print) -> BuiltServer:
     """The binary to run: given, prebuilt by path, or built from a llama.cpp tree."""
     if isinstance(extra.get("built_server"), BuiltServer):
         return extra["built_server"]
@@ -66,22 +66,7 @@ def resolve_server(extra: dict[str, Any]) -> BuiltServer:
     if not tree:
         raise BackendError("llama-server backend needs options.extra['server_url'], "
                            "['server_binary'] or ['llama_cpp_tree'] (or $HARNESS_LLAMA_CPP_TREE)")
-    return build_llama_server(Path(tree), cmake_options=extra.get("cmake_options"))
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
+    return build_llama_server(Path(tree), cmake_options=extra.get("cmake_options"), log=log)
 
 
 def _norm_template(t: str) -> str:
