@@ -291,19 +291,18 @@ class _Reader:
         self.pos += n
         return b
 
-    def u32(self, what: str) -> int:
-        if self.pos + 4 > self.size:
-            raise _Truncated(what, self.pos, 4)
-        (v,) = struct.unpack_from("<I", self.buf, self.pos)
-        self.pos += 4
+    def _uint(self, fmt: str, n: int, what: str) -> int:
+        if self.pos + n > self.size:
+            raise _Truncated(what, self.pos, n)
+        (v,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += n
         return v
 
+    def u32(self, what: str) -> int:
+        return self._uint("<I", 4, what)
+
     def u64(self, what: str) -> int:
-        if self.pos + 8 > self.size:
-            raise _Truncated(what, self.pos, 8)
-        (v,) = struct.unpack_from("<Q", self.buf, self.pos)
-        self.pos += 8
-        return v
+        return self._uint("<Q", 8, what)
 
     def string(self, what: str) -> bytes:
         n = self.u64(f"{what} length")

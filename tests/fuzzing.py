@@ -16,6 +16,15 @@ def fuzz_settings(max_examples: int, *extra_checks: HealthCheck) -> settings:
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, *extra_checks])
 
 
+def mutate(text: str, edits: list[tuple[int, int, str, bool]]) -> str:
+    """Apply (position, delete, insert, truncate) edits in turn: how the fuzz tests damage real
+    case files and canned outputs. Positions wrap around the text's length."""
+    for pos, delete, insert, truncate in edits:
+        pos %= len(text) + 1
+        text = text[:pos] if truncate else text[:pos] + insert + text[pos + delete:]
+    return text
+
+
 # Per example. Healthy parsing of these small inputs takes milliseconds; the budget catches a
 # hang (an endless loop, catastrophic backtracking), never slowness: on a loaded 2-core machine
 # a tight budget would fail healthy code (speed is measured in benchmarks, not here).

@@ -32,7 +32,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import HANG_S, fuzz_settings, time_budget
+from fuzzing import HANG_S, fuzz_settings, mutate, time_budget
 
 from harness.cases import discover
 from harness.errors import CaseError
@@ -103,18 +103,11 @@ def _real_texts() -> list[str]:
 REAL = _real_texts()
 
 
-def _mutate(text: str, edits: list[tuple[int, int, str, bool]]) -> str:
-    for pos, delete, insert, truncate in edits:
-        pos %= len(text) + 1
-        text = text[:pos] if truncate else text[:pos] + insert + text[pos + delete:]
-    return text
-
-
 frag = st.sampled_from(FRAGMENTS)
 glued = st.lists(st.one_of(frag, frag, st.text(max_size=4)), max_size=40).map("".join)
 edit = st.tuples(st.integers(0, 100_000), st.integers(0, 12), st.one_of(frag, st.text(max_size=3)),
                  st.integers(0, 6).map(lambda k: k == 0))
-mutated = st.builds(_mutate, st.sampled_from(REAL), st.lists(edit, max_size=3))
+mutated = st.builds(mutate, st.sampled_from(REAL), st.lists(edit, max_size=3))
 
 
 def _with_regressions(fn):
@@ -152,7 +145,7 @@ def test_generated_case_documents_fail_with_located_problems(doc):
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(case=mutated, context=st.builds(_mutate, st.sampled_from(REAL[6:] or REAL), st.lists(edit, max_size=2)))
+@given(case=mutated, context=st.builds(mutate, st.sampled_from(REAL[6:] or REAL), st.lists(edit, max_size=2)))
 def test_discover_keeps_every_other_case_when_one_file_is_broken(tmp_path_factory, case, context):
     """A tree with one mutated case file and one mutated shared file next to a good case:
     discover() never raises, reports problems as CaseErrors, and keeps the good case."""

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import HANG_S, fuzz_settings, time_budget
+from fuzzing import HANG_S, fuzz_settings, mutate, time_budget
 
 from harness.toolcalls import Extraction, format_names, get_format, reconstruct
 from harness.toolcalls.check import run_stream
@@ -88,20 +88,13 @@ def _canned() -> dict[str, list[str]]:
 CANNED = _canned()
 
 
-def _mutate(text: str, edits: list[tuple[int, int, str, bool]]) -> str:
-    for pos, delete, insert, truncate in edits:
-        pos %= len(text) + 1
-        text = text[:pos] if truncate else text[:pos] + insert + text[pos + delete:]
-    return text
-
-
 def texts(name: str) -> st.SearchStrategy[str]:
     frag = st.sampled_from(COMMON + FRAGMENTS[name] * 3)
     glued = st.lists(st.one_of(frag, frag, st.text(max_size=3)), max_size=30).map("".join)
     canned = st.sampled_from(CANNED.get(name) or [""])
     # Mostly light edits: a valid output with one or two faults is where parsers slip.
     edit = st.tuples(st.integers(0, 10_000), st.integers(0, 8), frag, st.integers(0, 5).map(lambda k: k == 0))
-    mutated = st.builds(_mutate, canned, st.lists(edit, max_size=2))
+    mutated = st.builds(mutate, canned, st.lists(edit, max_size=2))
     joined = st.builds(lambda a, b, sep: a + sep + b, canned, canned, st.sampled_from(["", "\n", " ", ";"]))
     return st.one_of(mutated, joined, glued, st.text(max_size=60))
 
