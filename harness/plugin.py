@@ -114,6 +114,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings",
                             "ignore:record_property is incompatible with junit_family:pytest.PytestWarning")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
+    if hasattr(config, "workerinput"):
+        # xdist worker: its signal handling (harness/server_build.py) is in place from the start,
+        # so the SIGINT execnet may send it at shutdown is recognised as expected
+        from .server_build import install_cleanup
+        install_cleanup()
     if hasattr(config.option, "disable_unused_snapshots"):
         # Unused goldens are found by the harness (review.stale_goldens, in linear time, also
         # under xdist); syrupy's own search compares every golden with every ran test and took
@@ -444,6 +449,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[RESULTS_KEY]
     if hasattr(config, "workerinput"):
         config.workeroutput["harness"] = _own_usage(state)     # to the controller (above)
+        from .server_build import session_finished
+        session_finished()
         return
     if not state["tests"]:
         return

@@ -368,8 +368,25 @@ def stop_all_servers() -> None:
         proc.stop()
 
 
+_SESSION_FINISHED = False
+
+
+def session_finished() -> None:
+    """Called by the plugin when this process's pytest session has finished (its results sent)."""
+    global _SESSION_FINISHED
+    _SESSION_FINISHED = True
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     stop_all_servers()
+    if signum == signal.SIGINT and _SESSION_FINISHED and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Expected, not an interrupt: execnet (xdist's transport) sends a worker SIGINT itself
+        # when the worker is still executing 5 s after the controller asked it to exit
+        # (gateway_base WorkerGateway._terminate_execution; it os._exit()s 10 s later). The
+        # session is over and its results are with the controller: the servers are stopped,
+        # and the teardown may finish. Raising KeyboardInterrupt here printed a traceback from
+        # wherever the teardown was (a gc callback).
+        return
     prev = _PREV_HANDLERS.get(signum)
     if callable(prev):
         prev(signum, frame)                      # e.g. KeyboardInterrupt for SIGINT
@@ -378,7 +395,8 @@ def _on_signal(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signum)
 
 
-def _install_cleanup() -> None:
+def install_cleanup() -> None:
+    """Stop every live llama-server at exit and on SIGTERM/SIGINT (idempotent)."""
     global _atexit_installed, _LIBC
     if not _atexit_installed:
         atexit.register(stop_all_servers)
@@ -452,7 +470,7 @@ class ServerProcess:
         return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-n:])
 
     def start(self) -> None:
-        _install_cleanup()
+        install_cleanup()
         for _attempt in range(4):
             self.port = free_port(self.host)
             self._spawn()
