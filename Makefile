@@ -1,22 +1,24 @@
 # Two commands do all set-up on a fresh machine (Python 3.11, pip, a C/C++ toolchain):
 #   make conformance   the default conformance suite, offline, and its report in reports/
 #   make test          the harness's own tests
-# Both create .venv and install the harness with every backend on first use
-# (llama-cpp-python is compiled from source: ~8 min once, then pip's wheel cache).
+# Both create .venv and install the harness with every backend on first use, at exactly the
+# versions in constraints.txt (the reviewed reference stack; llama-cpp-python is compiled from
+# source: ~8 min once, then pip's wheel cache). `make lock` refreshes constraints.txt.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+LOCK    = constraints.txt
 
-.PHONY: setup conformance test bench lint clean-venv
+.PHONY: setup conformance test bench lint lock clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[all]'
 	touch $(STAMP)
 
 conformance: setup
@@ -30,6 +32,18 @@ bench: setup
 
 lint: setup
 	$(BIN)/harness lint
+
+# Resolve the newest versions pyproject.toml allows in a scratch venv and write them to
+# constraints.txt. Review the diff (and run `make conformance`: a moved pin may move a result)
+# before committing it.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[all]'
+	.lock-venv/bin/python -m harness.lock .lock-venv/bin/python > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
 
 clean-venv:
 	rm -rf $(VENV)

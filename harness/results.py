@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import lock
+
 PACKAGES = ("llama-cpp-python", "transformers", "tokenizers", "torch", "jinja2", "syrupy", "pytest",
             "pytest-benchmark", "huggingface-hub")
 
@@ -39,6 +41,7 @@ def provenance(config) -> dict[str, Any]:
         "threads": config.getoption("--threads"), "seed": config.getoption("--seed"),
         "args": list(config.invocation_params.args),
         "xdist_workers": getattr(config.option, "numprocesses", None),
+        "lock": lock.provenance(config.rootpath),
     }
 
 
