@@ -3,11 +3,11 @@ corpus, and the fixed probe strings for round trips and streaming detokenization
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from . import corpus
 from .cases import Case, CaseSet
 from .expand import TOKENIZERS, Item
 
@@ -90,10 +90,16 @@ def reference_items(cases: CaseSet, available) -> list[Item]:
     return out
 
 
-def differential_items(cases: CaseSet, available) -> list[Item]:
-    return [Item(c, "tokenizer.differential", backend=b, extra=(("mode", mode),))
-            for c in cases.cases if has_vocab(c)
-            for mode in ("plain", "special") for b in TOKENIZERS if b in available and b != "hf"]
+def differential_items_for(check: str):
+    """llama.cpp-side tokenizer x mode (plain/special parsing) items of a check against hf."""
+    def expand(cases: CaseSet, available) -> list[Item]:
+        return [Item(c, check, backend=b, extra=(("mode", mode),))
+                for c in cases.cases if has_vocab(c)
+                for mode in ("plain", "special") for b in TOKENIZERS if b in available and b != "hf"]
+    return expand
+
+
+differential_items = differential_items_for("tokenizer.differential")
 
 
 def per_backend_items(check: str):
@@ -108,113 +114,91 @@ def per_case_items(check: str):
     return expand
 
 
-# --- the generated corpus ----------------------------------------------------------------
-_SNIPPETS = ("def f(x):\n    return x**2\n", "<div class=\"a\">&amp;</div>", "int main() { return 0; }",
-             "{\"a\": [1, 2]}", "SELECT * FROM t WHERE id=1;", "https://example.com/a?b=c#d", "$ ls -la ~/",
-             "🦙", "👨‍👩‍👧", "é", "e\u0301", "你好", "한국어", "ｶﾀｶﾅ", "🇫🇷", "\u0301", "\u200d", "\ufeff", "ß", "İ")
-
-
-def corpus_strategy(special_texts: tuple[str, ...]):
-    """Strings that stress tokenizers: every Unicode category, whitespace runs, emoji and
-    combining marks, CJK, digits, code, and special-token text next to ordinary text."""
-    from hypothesis import strategies as st
-    any_char = st.characters(codec="utf-8", exclude_categories=("Cs",))
-    pieces = [
-        st.text(any_char, max_size=12),
-        st.text(st.sampled_from(" \t\n\r\u00a0\u3000\u2009\u200b\u2028"), min_size=1, max_size=8),
-        st.sampled_from(_SNIPPETS),
-        st.from_regex(r"[0-9]{1,14}", fullmatch=True),
-        st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=6),
-        st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF), min_size=1, max_size=4),
-        st.text(st.characters(categories=("Mn", "Me", "Mc")), min_size=1, max_size=3),
-        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=16),
-    ]
-    if special_texts:
-        pieces.append(st.sampled_from(special_texts))
-    return st.lists(st.one_of(*pieces), max_size=6).map("".join)
-
-
+# --- the generated corpus (harness/corpus.py) and the shrinker ------------------------------
 _CORPORA: dict[tuple, tuple[str, ...]] = {}
 
 
-@contextlib.contextmanager
-def _reproducible_generation():
-    """Hypothesis (6.13x+) mixes into generation string and number constants it mines from the
-    "local" modules loaded in the process: here the harness itself, whose loaded modules differ
-    between a serial run, each xdist worker and `harness bench`, and whose text changes with any
-    edit. For a corpus that depends only on the seed, the strategy and the hypothesis version,
-    generate without them (internal API, so guarded: if it moves, the recorded hypothesis
-    version and corpus digest still tell runs apart)."""
-    try:
-        from hypothesis.internal.conjecture import providers
-        empty, cache = providers.Constants(), providers.CONSTANTS_CACHE
-        original = providers._get_local_constants
-    except (ImportError, AttributeError):
-        yield False
-        return
-    cache.cache.clear()
-    providers._get_local_constants = lambda: empty
-    try:
-        yield True
-    finally:
-        providers._get_local_constants = original
-        cache.cache.clear()
-
-
 def differential_corpus(special_texts: tuple[str, ...], n: int, run_seed: int) -> tuple[str, ...]:
-    """`n` distinct strings drawn from `corpus_strategy` with hypothesis, reproducibly: the same
-    seed, special texts and hypothesis version give the same corpus (generation only, no
-    database). Extra passes with derived seeds top the corpus up to `n` distinct strings."""
+    """`n` distinct generated strings: the same for the same special texts, n and seed on every
+    machine and with every library version (harness.corpus; no hypothesis). Memoised per process."""
     key = (special_texts, n, run_seed)
-    if key in _CORPORA:
-        return _CORPORA[key]
-    strategy = corpus_strategy(special_texts)
-    seen: dict[str, None] = {}
-    with _reproducible_generation():
-        _collect(strategy, seen, n, run_seed)
-    _CORPORA[key] = corpus = tuple(list(seen)[:n])
-    return corpus
+    if key not in _CORPORA:
+        _CORPORA[key] = corpus.differential_corpus(special_texts, n, run_seed)
+    return _CORPORA[key]
 
 
-def _collect(strategy, seen: dict[str, None], n: int, run_seed: int) -> None:
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-    for attempt in range(20):
-        @seed(run_seed + attempt)
-        @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(text=strategy)
-        def collect(text):
-            seen.setdefault(text, None)
-        collect()
-        if len(seen) >= n:
-            break
+corpus_digest = corpus.corpus_digest
+
+MAX_SHRINK_CALLS = 400
 
 
-def corpus_digest(corpus: tuple[str, ...]) -> str:
-    import hashlib
-    return hashlib.sha256("\0".join(corpus).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+def shrink_disagreement(text: str, disagree) -> str:
+    """A smaller string that still disagrees, from one that does (`disagree(text)` is true):
+    greedy delta debugging over characters (drop halves, quarters, ... then single characters),
+    at most MAX_SHRINK_CALLS calls of `disagree`. Deterministic: it depends only on `text` and
+    on the tokenizers. (Hypothesis shrinks only what it generated itself, and its result would
+    depend on its version; the corpus is the harness's own.)"""
+    calls = 0
+    chunk = max(1, len(text) // 2)
+    while chunk >= 1 and calls < MAX_SHRINK_CALLS:
+        start, changed = 0, False
+        while start < len(text) and calls < MAX_SHRINK_CALLS:
+            candidate = text[:start] + text[start + chunk:]
+            calls += 1
+            if candidate and disagree(candidate):
+                text, changed = candidate, True
+            else:
+                start += chunk
+        if not changed:
+            chunk //= 2
+    return text
 
 
-def shrink_disagreement(special_texts: tuple[str, ...], n: int, run_seed: int, disagree) -> str | None:
-    """Hypothesis's own search from the same seed, with shrinking: the smallest string it finds
-    for which `disagree(text)` is true, or None if its search does not hit one."""
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-    found: list[str] = []
+# --- the special-token text probes ---------------------------------------------------------
+# Texts of special tokens that user text contains in the field, probed in every vocab whether
+# or not it has them as tokens: a tokenizer that turns one into a special id (or splits it
+# differently from llama.cpp) is found every time, not when a generator happens to draw it.
+WELL_KNOWN_SPECIAL_TEXTS = (
+    "<s>", "</s>", "<unk>", "<pad>", "<mask>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<|eom_id|>", "<|python_tag|>", "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<|user|>",
+    "<|assistant|>", "<|system|>", "<|end|>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[CLS]", "[SEP]",
+    "[MASK]", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<tool_call>", "</tool_call>",
+    "<think>", "</think>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>", "<|return|>", "<|channel|>", "<|message|>", "<turn|>", "<|turn>",
+)
+# Where a special text sits in user text: alone, after or before a space, inside words, twice,
+# between newlines.
+SPECIAL_TEXT_CONTEXTS = ("{t}", " {t}", "{t} ", "a{t}b", "Hello {t} world", "{t}{t}", "\n{t}\n")
+MAX_VOCAB_SPECIAL_TEXTS = 256
 
-    @seed(run_seed)
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate, Phase.shrink],
-              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(text=corpus_strategy(special_texts))
-    def search(text):
-        if disagree(text):
-            found.append(text)   # the last one recorded is the shrunk example hypothesis replays
-            raise AssertionError(text)
-    try:
-        with _reproducible_generation():
-            search()
-    except AssertionError:
-        return found[-1] if found else None
-    return None
+
+def _own_texts(vocab_texts) -> list[str]:
+    # a control token whose text is whitespace ("\n" in Gemma) is not a special text users write
+    return [t for t in dict.fromkeys(vocab_texts) if t and not t.isspace()]
+
+
+def corpus_special_texts(vocab_texts) -> tuple[str, ...]:
+    """The special texts the differential corpus mixes into its strings: the vocab's own (no
+    whitespace-only ones), the first 64 in sorted order."""
+    return tuple(sorted(_own_texts(vocab_texts)))[:64]
+
+
+def special_text_probes(vocab_texts) -> tuple[str, ...]:
+    """The fixed probe strings for one vocab: the well-known texts and the vocab's own control and
+    user-defined token texts (`vocab_texts` in id order; at most the first and last 128 when
+    there are more), each in every SPECIAL_TEXT_CONTEXTS position. Sorted, distinct."""
+    own = _own_texts(vocab_texts)
+    if len(own) > MAX_VOCAB_SPECIAL_TEXTS:
+        half = MAX_VOCAB_SPECIAL_TEXTS // 2
+        own = own[:half] + own[-half:]
+    texts = dict.fromkeys(WELL_KNOWN_SPECIAL_TEXTS + tuple(own))
+    return tuple(sorted({ctx.format(t=t) for t in texts for ctx in SPECIAL_TEXT_CONTEXTS}))
+
+
+def probe_texts_in(text: str, vocab_texts) -> list[str]:
+    """Which special texts (well-known or the vocab's) occur in `text`: the probes' key."""
+    return sorted(t for t in dict.fromkeys(WELL_KNOWN_SPECIAL_TEXTS + tuple(_own_texts(vocab_texts))) if t in text)
 
 
 def first_divergence(a: list[int], b: list[int]) -> int:

@@ -1,9 +1,7 @@
-"""The tokenizer family's corpus helpers: reference parsing as llama.cpp's test does, and the
-generated corpus strategy."""
+"""The tokenizer family's helpers: reference parsing as llama.cpp's test does (the generated
+corpus: tests/test_corpus.py)."""
 
 from __future__ import annotations
-
-from hypothesis import given, settings
 
 from harness import tokenization as tk
 
@@ -28,9 +26,3 @@ def test_first_divergence():
     assert tk.first_divergence([1, 2, 3], [1, 2, 4]) == 2
     assert tk.first_divergence([1, 2], [1, 2, 3]) == 2
     assert tk.first_divergence([], []) == 0
-
-
-@settings(max_examples=200, database=None, derandomize=True)
-@given(text=tk.corpus_strategy(("<|im_end|>", "<s>")))
-def test_corpus_strategy_yields_valid_utf8(text):
-    text.encode("utf-8")   # no lone surrogates: every string is encodable

@@ -15,6 +15,9 @@ from .base import (CHAT, COMPLETE, DETOKENIZE, GRAMMAR, JSON_SCHEMA, RENDER, STR
                    Rendered, RenderRequest, Unsupported, VocabInfo)
 from .rendering import FIXED_DATE_STRING, capture
 
+# llama.h enum llama_token_attr: LLAMA_TOKEN_ATTR_USER_DEFINED = 1 << 4
+USER_DEFINED_ATTR = 1 << 4
+
 
 class LlamaCppBackend:
     name = "llama-cpp-python"
@@ -131,6 +134,7 @@ class LlamaCppBackend:
         n_vocab = lib.llama_vocab_n_tokens(vocab)
         eog = [i for i in range(n_vocab) if lib.llama_vocab_is_eog(vocab, i)]
         control = [i for i in range(n_vocab) if lib.llama_vocab_is_control(vocab, i)]
+        user_defined = [i for i in range(n_vocab) if lib.llama_vocab_get_attr(vocab, i) & USER_DEFINED_ATTR]
 
         def opt(v: int) -> int | None:
             return None if v < 0 else v
@@ -140,7 +144,8 @@ class LlamaCppBackend:
             eot_id=opt(lib.llama_vocab_eot(vocab)), pad_id=opt(lib.llama_vocab_pad(vocab)),
             add_bos=bool(lib.llama_vocab_get_add_bos(vocab)), add_eos=bool(lib.llama_vocab_get_add_eos(vocab)),
             eog_ids=eog, special_ids=control, embedding_rows=_embedding_rows(self.model.gguf),
-            extra={"metadata_keys": sorted(k for k in llm.metadata if k.startswith("tokenizer."))})
+            extra={"metadata_keys": sorted(k for k in llm.metadata if k.startswith("tokenizer.")),
+                   "user_defined_ids": user_defined})
 
     # --- generation ------------------------------------------------------------------------
     def _grammar(self, grammar: str | None, schema: dict | None):

@@ -1,6 +1,6 @@
 """Tokenization throughput per case and tokenizer backend, on a fixed corpus.
 
-The corpus is the tokenizer family's differential corpus (2,000 distinct hypothesis strings
+The corpus is the tokenizer family's differential corpus (2,000 distinct generated strings
 from the fixed seed, without special-token texts) plus llama.cpp's reference strings where the
 case has them: the same strings, in the same order, for every backend. One round tokenizes
 the whole corpus (no special-token parsing, no BOS); extra_info records strings/s and tokens/s

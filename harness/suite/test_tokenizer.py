@@ -13,6 +13,7 @@ from harness.suite import open_backend, skip_unsupported
 PARAMETERS = {
     "reference_item": tk.reference_items,
     "differential_item": tk.differential_items,
+    "special_texts_item": tk.differential_items_for("tokenizer.special_texts"),
     "roundtrip_item": tk.per_backend_items("tokenizer.roundtrip"),
     "all_ids_item": tk.per_backend_items("tokenizer.all_ids"),
     "stream_item": tk.per_backend_items("tokenizer.stream"),
@@ -43,22 +44,35 @@ def test_reference_ids(reference_item, harness_runtime, record_property):
                        + tk.describe_ids(it.backend, ids, at, _piece_fn(backend)))
 
 
-def test_differential(differential_item, harness_runtime, record_property):
-    """llama.cpp vs transformers on a generated corpus: `examples` distinct hypothesis strings
-    (fixed, recorded seed), every one evaluated; disagreements are counted, the shortest are
-    listed with both id sequences, and hypothesis shrinks one from the same seed."""
-    import hypothesis
+def _vocab_special_texts(rt, case, record_property) -> tuple[str, ...]:
+    """The texts of the vocab's control and user-defined tokens, in id order, as llama.cpp has them."""
+    llama = open_backend(rt, "llama-cpp-python", case, VOCAB, record_property)
+    info = llama.vocab_info()
+    ids = sorted(set(info.special_ids) | set(info.extra.get("user_defined_ids", ())))
+    return tuple(llama.token_text(i) for i in ids)
 
+
+def _describe_pair(hf, other, name, ids, text) -> str:
+    a, b = ids(text)
+    at = tk.first_divergence(a, b)
+    return (f"  {text!r}\n    " + tk.describe_ids("hf", a, at, _piece_fn(hf)).replace("\n", "\n    ")
+            + "\n    " + tk.describe_ids(name, b, at, _piece_fn(other)).replace("\n", "\n    "))
+
+
+def test_differential(differential_item, harness_runtime, record_property):
+    """llama.cpp vs transformers on the harness's generated corpus (harness/corpus.py:
+    `examples` distinct strings from a fixed, recorded seed, the same on every machine), every
+    one evaluated; disagreements are counted, the shortest is shrunk and the shortest are listed
+    with both id sequences."""
     it, rt = differential_item, harness_runtime
     hf = open_backend(rt, "hf", it.case, TOKENIZE, record_property)
     other = open_backend(rt, it.backend, it.case, TOKENIZE, record_property)
     opts = it.case.check_options("tokenizer").get("differential", {})
     n, run_seed = opts.get("examples", 2000), opts.get("seed", 20241121)
     special = it.params["mode"] == "special"
-    specials = ()
-    if VOCAB in other.capabilities:
-        specials = tuple(sorted({other.detokenize([i], render_special=True) for i in other.vocab_info().special_ids}
-                                - {""}))[:64]
+    # the vocab's own special texts as llama.cpp has them, whichever backend is compared: every
+    # backend of one vocab is tested on the same corpus
+    specials = tk.corpus_special_texts(_vocab_special_texts(rt, it.case, record_property))
     corpus = tk.differential_corpus(specials, n, run_seed)
 
     def ids(text):
@@ -70,27 +84,53 @@ def test_differential(differential_item, harness_runtime, record_property):
         return a != b
 
     bad = [text for text in corpus if differs(text)]
+    with_special = [t for t in bad if tk.probe_texts_in(t, specials)]
     details = {"strings": len(corpus), "distinct": len(set(corpus)), "seed": run_seed,
-               "corpus_sha256_16": tk.corpus_digest(corpus), "hypothesis": hypothesis.__version__,
-               "parse_special": special, "disagree": len(bad)}
+               "generator": tk.corpus.GENERATOR, "corpus_sha256_16": tk.corpus_digest(corpus),
+               "parse_special": special, "disagree": len(bad), "disagree_with_special_text": len(with_special)}
     record_property("details", {"differential": details})
     if not bad:
         return
-
-    def describe(text):
-        a, b = ids(text)
-        at = tk.first_divergence(a, b)
-        return (f"  {text!r}\n    " + tk.describe_ids("hf", a, at, _piece_fn(hf)).replace("\n", "\n    ")
-                + "\n    " + tk.describe_ids(it.backend, b, at, _piece_fn(other)).replace("\n", "\n    "))
-
-    shrunk = tk.shrink_disagreement(specials, n, run_seed, differs)
+    shortest = sorted(bad, key=lambda t: (len(t), t))
+    shrunk = tk.shrink_disagreement(shortest[0], differs)
+    hf_ids, other_ids = ids(shrunk)
+    details["shrunk"] = {"text": shrunk, "hf": hf_ids, it.backend: other_ids}
     head = (f"{it.case.location()}: {it.backend} and hf tokenize {len(bad)} of {len(corpus)} generated "
-            f"strings differently (parse_special={special}, hypothesis {hypothesis.__version__} seed {run_seed}, "
-            f"corpus {details['corpus_sha256_16']})\n")
-    if shrunk is not None:
-        head += "shrunk:\n" + describe(shrunk) + "\n"
-    shortest = sorted(set(bad) - {shrunk}, key=lambda t: (len(t), t))[:8]
-    raise Mismatch(head + f"shortest of the {len(bad)} failing strings:\n" + "\n".join(map(describe, shortest)))
+            f"strings differently ({len(with_special)} of them contain a special-token text; "
+            f"parse_special={special}, {tk.corpus.GENERATOR} seed {run_seed}, corpus {details['corpus_sha256_16']})\n")
+    head += "shrunk from the shortest:\n" + _describe_pair(hf, other, it.backend, ids, shrunk) + "\n"
+    raise Mismatch(head + f"shortest of the {len(bad)} failing strings:\n"
+                   + "\n".join(_describe_pair(hf, other, it.backend, ids, t) for t in shortest[:8]))
+
+
+def test_special_texts(special_texts_item, harness_runtime, record_property):
+    """Special-token texts in user text, probed explicitly: the well-known ones (</s>, <|im_end|>,
+    <s>, ...) and every control and user-defined token of the vocab, alone and next to ordinary
+    text, tokenized by llama.cpp and transformers with special parsing off (plain) and on."""
+    it, rt = special_texts_item, harness_runtime
+    hf = open_backend(rt, "hf", it.case, TOKENIZE, record_property)
+    other = open_backend(rt, it.backend, it.case, TOKENIZE, record_property)
+    special = it.params["mode"] == "special"
+    vocab_texts = _vocab_special_texts(rt, it.case, record_property)
+    probes = tk.special_text_probes(vocab_texts)
+
+    def ids(text):
+        return (hf.tokenize(text, add_special=False, parse_special=special),
+                other.tokenize(text, add_special=False, parse_special=special))
+
+    bad = [p for p in probes if ids(p)[0] != ids(p)[1]]
+    texts = sorted({t for p in bad for t in tk.probe_texts_in(p, vocab_texts)})
+    details = {"special_texts": {"probes": len(probes), "vocab_texts": len(vocab_texts),
+                                 "parse_special": special, "disagree": len(bad), "texts": texts}}
+    record_property("details", details)
+    if not bad:
+        return
+    shown = sorted(bad, key=lambda t: (len(t), t))[:12]
+    hf_ids, other_ids = ids(shown[0])
+    details["special_texts"]["shortest"] = {"text": shown[0], "hf": hf_ids, it.backend: other_ids}
+    raise Mismatch(f"{it.case.location()}: {it.backend} and hf tokenize {len(bad)} of {len(probes)} special-text "
+                   f"probes differently (parse_special={special}); texts involved: {texts}\n"
+                   + "\n".join(_describe_pair(hf, other, it.backend, ids, t) for t in shown))
 
 
 def test_roundtrip(roundtrip_item, harness_runtime, record_property):
