@@ -201,6 +201,44 @@ def probe_texts_in(text: str, vocab_texts) -> list[str]:
     return sorted(t for t in dict.fromkeys(WELL_KNOWN_SPECIAL_TEXTS + tuple(_own_texts(vocab_texts))) if t in text)
 
 
+BATCH = 4096
+
+
+def failing_ids(ids, piece, pieces=None, *, limit: int = 10) -> list[str]:
+    """The first `limit` ids whose piece fails, as "  id N: Type: message" lines, in id order.
+    With `pieces` (a batch call over many ids: llama-server's one /tokenize request) ids go in
+    batches; a batch that fails is split in halves down to single ids, so the result is exactly
+    that of calling `piece` on every id."""
+    errors: list[str] = []
+
+    def single(i: int) -> None:
+        try:
+            piece(i)
+        except Exception as exc:  # any failure on a valid id is the finding
+            errors.append(f"  id {i}: {type(exc).__name__}: {exc}")
+
+    def run(chunk: list[int]) -> None:
+        if len(errors) >= limit:
+            return
+        if pieces is None or len(chunk) == 1:
+            for i in chunk:
+                if len(errors) >= limit:
+                    return
+                single(i)
+            return
+        try:
+            pieces(chunk, render_special=True)
+        except Exception:
+            half = len(chunk) // 2
+            run(chunk[:half])
+            run(chunk[half:])
+
+    ids = list(ids)
+    for start in range(0, len(ids), BATCH if pieces is not None else max(1, len(ids))):
+        run(ids[start:start + (BATCH if pieces is not None else len(ids))])
+    return errors[:limit]
+
+
 def first_divergence(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 

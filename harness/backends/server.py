@@ -293,6 +293,16 @@ class ServerBackend:
             raise BackendError(f"/tokenize of [{id}] returned {len(toks)} tokens")
         return _piece_bytes(toks[0]["piece"])
 
+    def token_pieces(self, ids: list[int], *, render_special: bool) -> list[bytes]:
+        """token_piece of many ids in one /tokenize request (the same per-id code path)."""
+        if not render_special:
+            raise Unsupported("llama-server renders token pieces with special tokens (no flag)")
+        reply = self._call("token_piece", "/tokenize", {"content": [int(i) for i in ids], "with_pieces": True})
+        toks = reply["tokens"]
+        if len(toks) != len(ids):
+            raise BackendError(f"/tokenize of {len(ids)} ids returned {len(toks)} tokens")
+        return [_piece_bytes(t["piece"]) for t in toks]
+
     def vocab_info(self) -> VocabInfo:
         models = self._call("vocab_info", "/v1/models")
         meta = (models.get("data") or [{}])[0].get("meta", {})

@@ -159,15 +159,7 @@ def test_every_id_detokenizes(all_ids_item, harness_runtime, record_property):
     it = all_ids_item
     backend = open_backend(harness_runtime, it.backend, it.case, VOCAB, record_property)
     n = backend.vocab_info().n_vocab or backend.vocab_info().n_ids
-    piece = _piece_fn(backend)
-    errors = []
-    for i in range(n):
-        try:
-            piece(i)
-        except Exception as exc:  # any failure on a valid id is the finding
-            errors.append(f"  id {i}: {type(exc).__name__}: {exc}")
-            if len(errors) >= 10:
-                break
+    errors = tk.failing_ids(range(n), _piece_fn(backend), getattr(backend, "token_pieces", None), limit=10)
     if errors:
         raise Mismatch(f"{it.case.location()}: {it.backend} fails to detokenize ids below n_vocab={n}:\n"
                        + "\n".join(errors))
