@@ -97,3 +97,29 @@ def test_with_from_gguf_the_conversion_stands_in_and_says_why(case_tree, smollm2
         assert source.startswith("gguf_file (fallback: the HF tokenizer ") and "did not resolve" in source
     finally:
         rt.close()
+
+
+def test_gguf_tokenizer_cache_is_used_only_when_faithful(tmp_path, monkeypatch):
+    """The pickled conversion of phi-3's vocab does not behave as the conversion itself ('</s>'
+    with split_special_tokens=True), so it is never served from the cache; SmolLM2's is."""
+    import pickle
+
+    from conftest import resolve_case_model
+    from harness.backends import hf as hfmod
+    from harness.backends.base import ModelFiles
+    from harness.sources import sha256_file
+    models = {}
+    for case_id in ("vocab-phi-3", "smollm2-135m-instruct"):
+        path = resolve_case_model(case_id)            # from the real cache, before it is moved
+        models[case_id] = ModelFiles(key=case_id, gguf=path, gguf_sha256=sha256_file(path))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    for case_id, faithful in (("vocab-phi-3", False), ("smollm2-135m-instruct", True)):
+        model = models[case_id]
+        first = hfmod.from_gguf_cached(model)
+        second = hfmod.from_gguf_cached(model)
+        assert second is not first
+        assert hfmod.special_fingerprint(first) == hfmod.special_fingerprint(second)
+        stored = pickle.loads(next(tmp_path.glob(f"hf-from-gguf/v2/*/{model.gguf_sha256}.pkl")).read_bytes())
+        assert (stored[0] is not None) == faithful, case_id
+    phi3 = hfmod.from_gguf_cached(models["vocab-phi-3"])
+    assert phi3.encode("</s>", add_special_tokens=False, split_special_tokens=True) == [1533, 29879, 29958]

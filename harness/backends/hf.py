@@ -39,7 +39,7 @@ class HFBackend:
         try:
             if model.hf_tokenizer_dir:
                 return AutoTokenizer.from_pretrained(str(model.hf_tokenizer_dir)), f"hub:{model.hf_tokenizer_dir}"
-            return _from_gguf_cached(model), "gguf_file"
+            return from_gguf_cached(model), "gguf_file"
         except Exception as exc:  # transformers raises many types for unsupported vocabs
             if model.hf_tokenizer_dir:
                 raise BackendError(f"transformers could not load the tokenizer of {model.key}: "
@@ -117,10 +117,12 @@ class HFBackend:
                    "len": len(tok)})
 
 
-def _from_gguf_cached(model: ModelFiles):
+def from_gguf_cached(model: ModelFiles):
     """transformers' GGUF -> tokenizer conversion takes 5-60 s per vocab (it parses the whole
     GGUF in Python). The converted tokenizer object is pickled once per machine, keyed by
-    transformers version and the GGUF's sha256, and later sessions unpickle it in ~0.2 s.
+    transformers version and the GGUF's sha256, and later sessions unpickle it in ~0.2 s, but
+    only when the copy behaves as the conversion did (special_fingerprint, checked when written
+    and when read); otherwise every process converts, as a user's does.
 
     Pickle, not save_pretrained(): a tokenizer saved to files and loaded back through its
     class is NOT the same tokenizer (seen: Qwen2's reloaded tokenizer gains an NFC normaliser
@@ -137,18 +139,40 @@ def _from_gguf_cached(model: ModelFiles):
     from ..sources import cache_root
     if not model.gguf_sha256:
         return AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
-    target = cache_root() / "hf-from-gguf" / transformers.__version__ / f"{model.gguf_sha256}.pkl"
+    # "v2": (tokenizer, fingerprint) pairs; earlier bare pickles are not read
+    target = cache_root() / "hf-from-gguf" / "v2" / transformers.__version__ / f"{model.gguf_sha256}.pkl"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if target.exists():
             with open(target, "rb") as f:
-                return pickle.load(f)
+                tok, fingerprint = pickle.load(f)
+            if fingerprint is not None and special_fingerprint(tok) == fingerprint:
+                return tok
+            # unfaithful (or marked so when it was written): convert, as a user's process does
+            return AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
         tok = AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
+        fingerprint = special_fingerprint(tok)
+        copy = pickle.loads(pickle.dumps(tok, protocol=pickle.HIGHEST_PROTOCOL))
+        faithful = special_fingerprint(copy) == fingerprint
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(tok, f, protocol=pickle.HIGHEST_PROTOCOL)
+            # an unfaithful copy is kept only as the record that this vocab must be converted
+            pickle.dump((tok if faithful else None, fingerprint if faithful else None), f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, target)
         return tok
+
+
+def special_fingerprint(tok) -> list:
+    """How the tokenizer encodes each of its added tokens' texts with split_special_tokens on and
+    off. A pickled copy must give the same, or it is not the tokenizer a user's process builds:
+    the Rust tokenizer keeps tokens added as special in its split set even when transformers then
+    marks them non-special, and a copy rebuilt from the serialized state loses that (phi-3's
+    '</s>': the fresh conversion splits it with split_special_tokens=True, a pickled copy maps it
+    to id 2)."""
+    return [(i, tok.encode(t.content, add_special_tokens=False, split_special_tokens=True),
+             tok.encode(t.content, add_special_tokens=False, split_special_tokens=False))
+            for i, t in sorted(tok.added_tokens_decoder.items())]
 
 
 def _tf_version() -> str:
