@@ -584,7 +584,9 @@ def canned_outputs(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for o in doc.get("outputs") or []:
             out[(doc["format"], o["id"])] = {"output": o["output"], "tools": doc.get("tools"),
-                                             "file": f"{root.name}/toolcall-outputs/{path.name}"}
+                                             "file": f"{root.name}/toolcall-outputs/{path.name}",
+                                             "message": {"reasoning": o.get("reasoning_mode", "separate"),
+                                                         "opened": bool(o.get("opened"))}}
     return out
 
 
@@ -622,7 +624,7 @@ def check_stream(item: Item, backend, cases_root: Path) -> Outcome:
     canned = canned_outputs(cases_root)[(fmt, oid)]
     text, tools = canned["output"], canned["tools"]
     ids, pieces = token_texts(backend, text)
-    ex = get_format(fmt).extract(text, tools)
+    ex = get_format(fmt).extract(text, tools, **canned["message"])
     golden = {"extracted": stable(ex.to_dict()), "tokens": len(ids)}
     out = Outcome(golden=golden, header=(f"{item.case.location()}: canned output {fmt}::{oid} ({canned['file']}) "
                                          f"streamed in {item.case.id}'s tokens ({item.backend}, {len(ids)} tokens)"))
@@ -633,7 +635,8 @@ def check_stream(item: Item, backend, cases_root: Path) -> Outcome:
     # per delta and the seeded random groupings of every canned output are run by the harness's
     # own tests (tests/test_toolcalls.py), which need no model: repeating them per case and
     # backend only added harness time to every conformance run
-    message = check_streaming(fmt, text, tokens_as_text=pieces, tools=tools, kinds=("whole", "tokens"))
+    message = check_streaming(fmt, text, tokens_as_text=pieces, tools=tools, kinds=("whole", "tokens"),
+                              **canned["message"])
     if message:
         out.problems.append(message)
     return out

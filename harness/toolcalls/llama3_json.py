@@ -15,6 +15,7 @@ SEPARATORS = " \t\r\n;"
 
 class Llama3Json(Format):
     name = "llama3-json"
+    reasoning = None  # these models write no reasoning block
     description = (
         'Llama 3.1/3.2/3.3 answer a tool call with a bare JSON object, {"name": "get_weather", '
         '"parameters": {"city": "Paris"}}, optionally preceded by <|python_tag|>; "arguments" '

@@ -104,6 +104,7 @@ def call_arguments(src: str, name: str) -> tuple[str | None, str | None]:
 
 class Pythonic(Format):
     name = "pythonic"
+    reasoning = None  # these models write no reasoning block
     description = (
         "Llama 3.2 / Llama 4 pythonic tool calling: the reply starts with a Python list of "
         "calls, [get_weather(city='Paris', days=3), get_time(tz=\"UTC\")], optionally wrapped "
