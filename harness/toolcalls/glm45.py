@@ -19,6 +19,9 @@ ARG_HEAD = (KEY_OPEN, KEY, "</arg_key>", WS, "<arg_value>")
 
 class Glm45(Format):
     name = "glm45"
+    # Ling 3 speaks this format and ends its turn with <|role_end|>; GLM's own turn ends
+    # are the next role tags.
+    end_of_turn = ("<|role_end|>", "<|user|>", "<|observation|>")
     description = (
         "GLM-4.5, 4.6 and 4.7 write <tool_call>get_weather\\n<arg_key>city</arg_key>\\n"
         "<arg_value>Paris</arg_value>\\n</tool_call> (4.7 omits the newlines). Values are raw "
@@ -27,7 +30,10 @@ class Glm45(Format):
         '(so 3 -> 3, {"a": 1} -> object) and otherwise stays a string. Text outside the '
         "blocks is content. Only </tool_call> proves that no argument is missing, so a block "
         "cut anywhere before it is truncated: no call and an error, like duplicate keys or a "
-        "block without a function name."
+        "block without a function name. A value whose </arg_value> is missing is ended by the "
+        "block's </tool_call> (the call is kept, with a warning in the error), as qwen3-coder "
+        "tolerates a missing </parameter>. The reasoning block is <think>...</think>; "
+        "<|role_end|> (Ling 3), <|user|> and <|observation|> end the turn."
     )
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
@@ -58,13 +64,18 @@ class Glm45(Format):
             p = skip_ws(text, p)
             status, vstart, caps = match_seq(text, p, ARG_HEAD, final)
             if status == MATCH:
-                end = text.find(VALUE_CLOSE, vstart)
-                if end == -1:
+                end, mark = find_marker(text, vstart, (VALUE_CLOSE, CLOSE), True)
+                if mark is None:
                     return self._broken(call, "truncated <arg_value>") if final else None
                 key = caps[0].strip()
                 if key in params:
                     return self._skip(text, call, end, f"duplicate argument {key!r}")
                 raw = text[vstart:end]
+                if mark == CLOSE:  # </tool_call> ends the value and the block
+                    params[key] = coerce_value(raw.rstrip("\n"), tools.param_schema(name, key), untyped_json=True)
+                    call.args, call.state = dumps(params), "done"
+                    call.error = f"missing {VALUE_CLOSE} before {CLOSE} (call kept: the block is closed)"
+                    return end + len(CLOSE)
                 params[key] = coerce_value(raw, tools.param_schema(name, key), untyped_json=True)
                 p = end + len(VALUE_CLOSE)
                 continue

@@ -14,6 +14,32 @@ TAG_NAME = re.compile(r"[^<>\n]+")
 # A parameter value ends at its closing tag; Qwen3-Coder sometimes omits </parameter>,
 # so the next tag that cannot be part of a value ends it too (as vLLM and llama.cpp do).
 VALUE_ENDS = (PARAM_END, "<parameter=", FUNC_END, CLOSE)
+FRAMED_END = "\n" + PARAM_END
+# What may follow a value's closing tag: the next parameter, or the end of the call.
+NEXT_TAGS = ("<parameter=", FUNC_END, CLOSE)
+
+
+def framed_value_end(text: str, vstart: int, final: bool) -> int | None:
+    """End of a value written the template's way ("<parameter=k>\nVALUE\n</parameter>\n"):
+    the first "\n</parameter>" followed (after whitespace) by the next tag or the end of
+    the output, so a value may contain the text </parameter>, </function> or </tool_call>.
+
+    Returns the index of that "\n", -1 when the text has no such close (the value is then
+    ended the tolerant way, at final), or None while a partial text cannot tell yet."""
+    i = text.find(FRAMED_END, vstart)
+    while i != -1:
+        after = skip_ws(text, i + len(FRAMED_END))
+        rest = text[after:]
+        if after >= len(text):
+            if final:
+                return i
+            return None
+        if rest.startswith(NEXT_TAGS):
+            return i
+        if not final and any(t.startswith(rest) for t in NEXT_TAGS):
+            return None
+        i = text.find(FRAMED_END, i + 1)
+    return -1 if final else None
 
 
 def strip_one_newline(raw: str) -> str:
@@ -30,7 +56,9 @@ class Qwen3Coder(Format):
         "Qwen3-Coder (also Qwen3.5, Nemotron 3 Nano, StepFun 3.5) writes "
         "<tool_call>\\n<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n"
         "<parameter=days>\\n3\\n</parameter>\\n</function>\\n</tool_call>. Parameter values "
-        "are raw text (one newline each side stripped) typed with the tool's JSON schema: "
+        "are raw text (one newline each side stripped; a value that starts on a new line, as the "
+        "template writes it, ends only at a \"\\n</parameter>\" followed by the next tag, so it may "
+        "contain </parameter>, </function> or </tool_call>) typed with the tool's JSON schema: "
         "integer/number/boolean/null/object/array are converted when the text fits, anything "
         "else (and every parameter without a schema) stays a string. A missing </parameter> "
         "is tolerated (the next tag ends the value). A call closed by only one of </function> "
@@ -71,6 +99,12 @@ class Qwen3Coder(Format):
                 if status == NO:
                     return self._broken(text, call, p, close, "malformed <parameter=...> tag")
                 j, end_tag = find_marker(text, vstart, VALUE_ENDS, True) if status == MATCH else (0, None)
+                if end_tag is not None and text.startswith("\n", vstart):
+                    framed = framed_value_end(text, vstart, final)
+                    if framed is None:
+                        return None  # a framed close may still arrive
+                    if framed >= 0:
+                        j, end_tag = framed + 1, PARAM_END
                 if end_tag is None:
                     return self._truncated(call, final)
                 key = caps[0].strip()
