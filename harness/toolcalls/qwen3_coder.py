@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from .base import Call, Format, Scan, ToolIndex, dumps
-from ._scan import MATCH, NO, PARTIAL, coerce_value, find_marker, match_seq, skip_ws
+from .base import Call, Format, Reasoning, Scan, ToolIndex, dumps
+from ._scan import MATCH, NO, PARTIAL, coerce_value, cut_header, find_marker, match_seq, skip_ws
 from .hermes import skip_broken
+from .xml_invoke import python_literal
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 FUNC_END, PARAM_END = "</function>", "</parameter>"
@@ -15,11 +16,9 @@ TAG_NAME = re.compile(r"[^<>\n]+")
 # so the next tag that cannot be part of a value ends it too (as vLLM and llama.cpp do).
 VALUE_ENDS = (PARAM_END, "<parameter=", FUNC_END, CLOSE)
 FRAMED_END = "\n" + PARAM_END
-# What may follow a value's closing tag: the next parameter, or the end of the call.
-NEXT_TAGS = ("<parameter=", FUNC_END, CLOSE)
 
 
-def framed_value_end(text: str, vstart: int, final: bool) -> int | None:
+def framed_value_end(text: str, vstart: int, final: bool, close: str = CLOSE) -> int | None:
     """End of a value written the template's way ("<parameter=k>\nVALUE\n</parameter>\n"):
     the first "\n</parameter>" followed (after whitespace) by the next tag or the end of
     the output, so a value may contain the text </parameter>, </function> or </tool_call>.
@@ -34,9 +33,10 @@ def framed_value_end(text: str, vstart: int, final: bool) -> int | None:
             if final:
                 return i
             return None
-        if rest.startswith(NEXT_TAGS):
+        follow = ("<parameter=", FUNC_END, close)
+        if rest.startswith(follow):
             return i
-        if not final and any(t.startswith(rest) for t in NEXT_TAGS):
+        if not final and any(t.startswith(rest) for t in follow):
             return None
         i = text.find(FRAMED_END, i + 1)
     return -1 if final else None
@@ -52,6 +52,8 @@ def strip_one_newline(raw: str) -> str:
 
 class Qwen3Coder(Format):
     name = "qwen3-coder"
+    open_tag, close_tag = OPEN, CLOSE  # Seed-OSS uses the same body in other tags
+    python_literals = False
     description = (
         "Qwen3-Coder (also Qwen3.5, Nemotron 3 Nano, StepFun 3.5) writes "
         "<tool_call>\\n<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n"
@@ -69,25 +71,28 @@ class Qwen3Coder(Format):
     )
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        markers = (OPEN,) + tuple(f"<function={n}>" for n in tools.functions)
+        markers = (self.open_tag,) + tuple(f"<function={n}>" for n in tools.functions)
         scan, pos = Scan(), 0
         while True:
             i, marker = find_marker(text, pos, markers, final)
             scan.text(text[pos:i])
             if marker is None:
                 return scan
-            wrapped = marker == OPEN
-            pos = self._call(scan, text, i, skip_ws(text, i + len(OPEN)) if wrapped else i, wrapped, tools, final)
+            wrapped = marker == self.open_tag
+            pos = self._call(scan, text, i, skip_ws(text, i + len(self.open_tag)) if wrapped else i, wrapped, tools, final)
             if pos is None:
                 return scan
 
     def _call(self, scan, text, start, p, wrapped, tools, final) -> int | None:
-        close = CLOSE if wrapped else FUNC_END
+        close = self.close_tag if wrapped else FUNC_END
         status, p, caps = match_seq(text, p, ("<function=", TAG_NAME, ">"), final)
         if status == PARTIAL:
             return None
+        if status == NO and cut_header(text, p, ("<function=", TAG_NAME, ">")):
+            scan.call(Call(start, None, state="broken", error="truncated: output ended in the call header"))
+            return None
         if status == NO:
-            bad = Call(start, None, state="broken", error="expected <function=NAME> after <tool_call>")
+            bad = Call(start, None, state="broken", error=f"expected <function=NAME> after {self.open_tag}")
             return skip_broken(scan, bad, text, p, close, final)
         call = scan.call(Call(start, caps[0].strip()))
         params: dict = {}
@@ -98,9 +103,9 @@ class Qwen3Coder(Format):
                 status, vstart, caps = match_seq(text, p, ("<parameter=", TAG_NAME, ">"), final)
                 if status == NO:
                     return self._broken(text, call, p, close, "malformed <parameter=...> tag")
-                j, end_tag = find_marker(text, vstart, VALUE_ENDS, True) if status == MATCH else (0, None)
+                j, end_tag = find_marker(text, vstart, (PARAM_END, "<parameter=", FUNC_END, self.close_tag), True) if status == MATCH else (0, None)
                 if end_tag is not None and text.startswith("\n", vstart):
-                    framed = framed_value_end(text, vstart, final)
+                    framed = framed_value_end(text, vstart, final, self.close_tag)
                     if framed is None:
                         return None  # a framed close may still arrive
                     if framed >= 0:
@@ -111,22 +116,25 @@ class Qwen3Coder(Format):
                 if key in params:
                     return self._broken(text, call, j, close, f"duplicate parameter {key!r}")
                 raw = strip_one_newline(text[vstart:j])
-                params[key] = coerce_value(raw, tools.param_schema(call.name, key), untyped_json=False)
+                schema = tools.param_schema(call.name, key)
+                params[key] = coerce_value(raw, schema, untyped_json=False)
+                if self.python_literals and isinstance(params[key], str):
+                    params[key] = python_literal(params[key], schema)
                 p = j + len(PARAM_END) if end_tag == PARAM_END else j
             elif text.startswith(FUNC_END, p):
                 p += len(FUNC_END)
                 break
-            elif wrapped and text.startswith(CLOSE, p):
+            elif wrapped and text.startswith(self.close_tag, p):
                 call.args, call.state, call.error = dumps(params), "done", f"missing {FUNC_END}"
-                return p + len(CLOSE)
-            elif any(t.startswith(text[p:]) for t in ("<parameter=", FUNC_END, CLOSE)):
+                return p + len(self.close_tag)
+            elif any(t.startswith(text[p:]) for t in ("<parameter=", FUNC_END, self.close_tag)):
                 # A tag is still arriving; if the output ends here, parameters may be missing.
                 return self._truncated(call, final)
             else:
                 return self._broken(text, call, p, close, f"unexpected text {text[p:p + 20]!r} in the call")
         call.args = dumps(params)
         after = skip_ws(text, p)
-        status, end, _ = match_seq(text, after, (CLOSE,), final)
+        status, end, _ = match_seq(text, after, (self.close_tag,), final)
         if status == MATCH:  # also swallows the </tool_call> a bare call is often closed with
             call.state = "done"
             return end
@@ -135,8 +143,8 @@ class Qwen3Coder(Format):
         if not wrapped:
             call.state = "done"
             return p
-        if CLOSE.startswith(text[after:]):  # </function> proves the call complete
-            call.state, call.error = "done", f"missing {CLOSE} at end of output"
+        if self.close_tag.startswith(text[after:]):  # </function> proves the call complete
+            call.state, call.error = "done", f"missing {self.close_tag} at end of output"
             return None
         return self._broken(text, call, after, close, f"unexpected text after {FUNC_END}")
 
@@ -154,3 +162,22 @@ class Qwen3Coder(Format):
 
 
 FORMAT = Qwen3Coder()
+
+
+class SeedOss(Qwen3Coder):
+    name = "seed-oss"
+    open_tag, close_tag = "<seed:tool_call>", "</seed:tool_call>"
+    reasoning = Reasoning("<seed:think>", "</seed:think>")
+    python_literals = True  # the template writes non-strings with Jinja's str()
+    end_of_turn = ("<seed:eos>",)
+    description = (
+        "ByteDance Seed-OSS writes Qwen3-Coder's function/parameter body in its own tags: <seed:tool_call>\\n"
+        "<function=get_weather>\\n<parameter=city>Paris</parameter>\\n</function>\\n</seed:tool_call>, after "
+        "reasoning in <seed:think>...</seed:think>. Values are raw text typed with the tool's schema (the "
+        "template writes non-strings with Jinja's string filter, so an object or array parameter also "
+        "accepts a Python literal such as {'a': 1}); the rules for missing close tags, "
+        "truncation and malformed markup are qwen3-coder's."
+    )
+
+
+SEED_OSS = SeedOss()
