@@ -208,12 +208,12 @@ class Format:
         if split is None:
             return Scan()
         pieces: list = []
-        if split != NO_BLOCK:
+        if split is not NO_BLOCK:
             stop = split.body if split.body is not None else split.end
             literal = text[:stop]
             if view == "tagged":
-                r = self.reasoning
-                literal = r.open + text[split.start:split.end] + (r.close if split.closed else "")
+                r, inner = self.reasoning, text[split.start:split.end]
+                literal = r.open + inner + r.close if split.closed else (r.open + inner if inner else "")
             pieces.append(Think(text[split.start:split.end], literal))
         if split.body is not None:
             body = self._safe_scan(text[split.body:], tools, final)
