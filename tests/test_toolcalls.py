@@ -267,12 +267,12 @@ REAL_TEMPLATES = {
     "meta-llama-Llama-3.1-8B-Instruct.jinja": "llama3-json",
     "meta-llama-Llama-3.2-3B-Instruct.jinja": "llama3-json",
     "meta-llama-Llama-3.3-70B-Instruct.jinja": "llama3-json",
-    "ByteDance-Seed-OSS.jinja": None,
-    "fireworks-ai-llama-3-firefunction-v2.jinja": None,
+    "ByteDance-Seed-OSS.jinja": "seed-oss",
+    "fireworks-ai-llama-3-firefunction-v2.jinja": "firefunction-v2",
     "google-gemma-2-2b-it.jinja": None,
-    "deepseek-ai-DeepSeek-V3.1.jinja": None,
-    "openai-gpt-oss-120b.jinja": None,
-    "moonshotai-Kimi-K2.jinja": None,
+    "deepseek-ai-DeepSeek-V3.1.jinja": "deepseek-v3.1",
+    "openai-gpt-oss-120b.jinja": "harmony",
+    "moonshotai-Kimi-K2.jinja": "kimi-k2",
 }
 
 

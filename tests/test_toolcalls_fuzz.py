@@ -75,6 +75,8 @@ FRAGMENTS = {
                     '<｜DSML｜parameter name="a" string="true">', '</｜DSML｜parameter>', '<think>', '</think>'],
     "minimax-m2": ['<minimax:tool_call>', '</minimax:tool_call>', '<invoke name="f">', '</invoke>',
                    '<parameter name="a">', '</parameter>', '<think>', '</think>', '[e~['],
+    "muse-atem": ['<atem:function_calls>', '</atem:function_calls>', '<atem:invoke name="f">', '</atem:invoke>',
+                  '<atem:parameter name="a">', '</atem:parameter>', '<think>', '</think>'],
     "minicpm": ['<function name="f">', '</function>', '<param name="a">', '</param>', '<![CDATA[', ']]>', '<think>',
                 '</think>', "{'a': 1}"],
     "nemotron-v2": ['<TOOLCALL>', '</TOOLCALL>', '[{"name": "f", "arguments": ', '<think>', '</think>'],

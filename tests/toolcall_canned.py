@@ -164,6 +164,9 @@ ENCODERS = [
     Enc("minimax-m2", ("<think>\n", "\n</think>", "\n\n"),
         _xml(("<minimax:tool_call>", "</minimax:tool_call>"), "invoke", "parameter", lambda v: ("", raw_or_json(v))),
         "MiniMax-M2"),
+    Enc("muse-atem", ("<think>", "</think>", ""),
+        lambda calls: "".join(_xml(("<atem:function_calls>", "</atem:function_calls>"), "atem:invoke", "atem:parameter",
+                                   lambda v: ("", raw_or_json(v)))([c]) for c in calls), "muse-glimmer"),
     Enc("minicpm", ("<think>\n", "\n</think>", "\n\n"), _xml(None, "function", "param", _minicpm_value), "openbmb-MiniCPM5-1B"),
     Enc("seed-oss", ("<seed:think>", "</seed:think>", ""), _seed, "ByteDance-Seed-OSS"),
     Enc("lfm2", ("<think>", "</think>", ""),
@@ -217,6 +220,7 @@ MARKUP = {
     "deepseek-v4": "</｜DSML｜invoke></｜DSML｜tool_calls> <｜DSML｜invoke name=\"x\">",
     "minimax-m2": "</invoke></minimax:tool_call> <invoke name=\"x\">",
     "minicpm": "</param></function> <function name=\"x\">",
+    "muse-atem": "</atem:invoke></atem:function_calls> <atem:invoke name=\"x\">",
     # an unframed value ends at the first tag that can close it (</parameter>, <parameter=, </function>,
     # </seed:tool_call>), so only opening markup can travel inside one
     "seed-oss": "<seed:tool_call> <function=x> <seed:think>",
@@ -329,7 +333,7 @@ OPEN_MARKER = {
     "harmony": "<|start|>assistant to=functions.get_weather<|channel|>commentary", "gemma4": "<|tool_call>",
     "deepseek-r1": "<｜tool▁calls▁begin｜>", "deepseek-v3.1": "<｜tool▁calls▁begin｜>",
     "kimi-k2": "<|tool_calls_section_begin|>", "deepseek-v3.2": "<｜DSML｜function_calls>",
-    "deepseek-v4": "<｜DSML｜tool_calls>", "minimax-m2": "<minimax:tool_call>", "minicpm": '<function name="',
+    "deepseek-v4": "<｜DSML｜tool_calls>", "minimax-m2": "<minimax:tool_call>", "muse-atem": "<atem:function_calls>", "minicpm": '<function name="',
     "seed-oss": "<seed:tool_call>", "lfm2": "<|tool_call_start|>", "nemotron-v2": "<TOOLCALL>",
     "apriel": "<tool_calls>", "granite": "<|tool_call|>", "command-r7b": "<|START_ACTION|>",
     "apertus": "<|tools_prefix|>", "minimax-m1": "<tool_calls>", "gigachat": "<|function_call|>",
@@ -340,7 +344,7 @@ CLOSE_MARKER = {
     "deepseek-r1": ("<｜tool▁calls▁end｜>", "missing"), "deepseek-v3.1": ("<｜tool▁calls▁end｜>", "missing"),
     "kimi-k2": ("<|tool_calls_section_end|>", "missing"),
     "deepseek-v3.2": ("</｜DSML｜function_calls>", "truncated"), "deepseek-v4": ("</｜DSML｜tool_calls>", "truncated"),
-    "minimax-m2": ("</minimax:tool_call>", "truncated"), "seed-oss": ("</seed:tool_call>", "missing"),
+    "minimax-m2": ("</minimax:tool_call>", "truncated"), "muse-atem": ("</atem:function_calls>", "truncated"), "seed-oss": ("</seed:tool_call>", "missing"),
     "lfm2": ("<|tool_call_end|>", "missing"), "nemotron-v2": ("</TOOLCALL>", "missing"),
     "apriel": ("</tool_calls>", "missing"), "command-r7b": ("<|END_ACTION|>", "missing"),
     "command-r-plus": ("```", "missing"), "apertus": ("<|tools_suffix|>", "missing"),
@@ -438,6 +442,14 @@ HAND = {
             content="Sorry.")},
         {"id": "unexpected-text-in-the-block", **_x(
             "<minimax:tool_call>\nget_weather(city=Paris)\n</minimax:tool_call>", "unexpected text")},
+    ],
+    "muse-atem": [
+        {"id": "duplicate-parameter", **_x(
+            '<atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">A</atem:parameter>\n'
+            '<atem:parameter name="city">B</atem:parameter>\n</atem:invoke>\n</atem:function_calls>', "duplicate parameter")},
+        {"id": "unexpected-text-in-the-block", **_x(
+            "<atem:function_calls>\nget_weather(city=Paris)\n</atem:function_calls>Sorry.", "unexpected text",
+            content="Sorry.")},
     ],
     "minicpm": [
         {"id": "text-after-cdata", **_x(

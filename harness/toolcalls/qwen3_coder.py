@@ -110,6 +110,9 @@ class Qwen3Coder(Format):
                         return None  # a framed close may still arrive
                     if framed >= 0:
                         j, end_tag = framed + 1, PARAM_END
+                    else:  # kept, but it may be a cut output that happens to end in a tag
+                        call.error = (f"parameter {caps[0].strip()!r} starts on a new line but has no "
+                                      "\\n</parameter> before the next tag: ended at the first closing tag")
                 if end_tag is None:
                     return self._truncated(call, final)
                 key = caps[0].strip()

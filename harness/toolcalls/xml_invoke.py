@@ -198,6 +198,13 @@ FORMATS = {
         "Reasoning is <think>...</think>. " + _RULES,
         wrapper=(f"<{DSML}tool_calls>", f"</{DSML}tool_calls>"), invoke=f"{DSML}invoke",
         param=f"{DSML}parameter", string_attr=True, end_of_turn=("<｜end▁of▁sentence｜>",)),
+    "muse-atem": XmlInvoke(
+        "muse-atem", 'Muse Glimmer (ATEM) writes one block per call: <atem:function_calls>\\n<atem:invoke '
+        'name="get_weather">\\n<atem:parameter name="city">Paris</atem:parameter>\\n</atem:invoke>\\n'
+        "</atem:function_calls>; non-strings are JSON (true/false/null, tojson for objects and arrays), so values "
+        "are typed with the tool schema, JSON when the text parses and there is no schema. Reasoning is "
+        "<think>...</think>. " + _RULES,
+        wrapper=("<atem:function_calls>", "</atem:function_calls>"), invoke="atem:invoke", param="atem:parameter"),
     "minicpm": XmlInvoke(
         "minicpm", 'MiniCPM 5 writes each call as <function name="get_weather"><param name="city">Paris'
         "</param></function>, with no wrapper; a string value holding <, & or a newline is wrapped in "
