@@ -383,8 +383,11 @@ def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, st
             lost = presence_losses(want, turn)
         else:
             parser = get_format(fmt)
-            # whether the generation prompt opened the reasoning block: read from its tail
-            opened = parser.opened_by_prompt(prefix.text)
+            # whether the generation prompt opened the reasoning block, read from its tail; when the
+            # cut is approximate and the history's turn never closes the block (reasoning templates
+            # drop an empty think block from history), the turn did not continue that prompt
+            opened = parser.opened_by_prompt(prefix.text) and (
+                cut == "exact" or (parser.reasoning is not None and parser.reasoning.close in turn))
             ex = parser.extract(turn, ctx.tools.tools if ctx.tools else None, opened=opened)
             golden["extracted"] = stable(ex.to_dict())
             if opened:

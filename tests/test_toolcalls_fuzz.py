@@ -89,6 +89,7 @@ FRAGMENTS = {
     "command-r-plus": ['Action:', '\n```json\n', '```', '{"tool_name": "f", "parameters": ', '<|END_OF_TURN_TOKEN|>'],
     "apertus": ['<|tools_prefix|>', '<|tools_suffix|>', '[{"f": ', '<|inner_prefix|>', '<|inner_suffix|>'],
     "minimax-m1": ['<tool_calls>', '</tool_calls>', '{"name": "f", "arguments": ', '<think>', '</think>'],
+    "gigachat3": ['function call<|role_sep|>', '\n{"name": "f", "arguments": ', '<|message_sep|>'],
     "gigachat": ['<|function_call|>', '{"name": "f", "arguments": ', '<|message_sep|>'],
 }
 # every reasoning mode, and a block opened by the prompt or not, drawn per example

@@ -203,7 +203,7 @@ NEW_TEMPLATES = {
     "ibm-granite-granite-3.3-2B-Instruct.jinja": "granite", "fireworks-ai-llama-3-firefunction-v2.jinja": "firefunction-v2",
     "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja": "command-r7b", "Cohere2MoE.jinja": "command-r7b",
     "CohereForAI-c4ai-command-r-plus-tool_use.jinja": "command-r-plus", "Apertus-8B-Instruct.jinja": "apertus",
-    "GigaChat3-10B-A1.8B.jinja": "gigachat", "GigaChat3.1-10B-A1.8B.jinja": "gigachat",
+    "GigaChat3-10B-A1.8B.jinja": "gigachat3", "GigaChat3.1-10B-A1.8B.jinja": "gigachat",
     "inclusionai-ling-3.0-flash.jinja": "glm45",
     # no extractor: llama-cpp-templates.yaml says why (checks.toolcalls.formats, format null)
     "Kimi-K3.jinja": None, "MiniMax-M3.jinja": None, "tencent-Hy3.jinja": None, "upstage-Solar-Open-100B.jinja": None,

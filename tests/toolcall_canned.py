@@ -199,6 +199,9 @@ ENCODERS = [
     Enc("minimax-m1", ("<think>\n", "\n</think>", "\n"),
         lambda calls: "<tool_calls>\n" + "".join(jdump({"name": n, "arguments": a}) + "\n" for n, a in calls)
         + "</tool_calls>", "MiniMax-M1"),
+    Enc("gigachat3", None,
+        lambda calls: "".join("function call<|role_sep|>\n" + jdump({"name": n, "arguments": a}) + "<|message_sep|>"
+                              for n, a in calls), "GigaChat3-10B-A1.8B"),
     Enc("gigachat", None,
         lambda calls: "".join("<|function_call|>" + jdump({"name": n, "arguments": a}) for n, a in calls),
         "GigaChat3.1-10B-A1.8B"),
@@ -234,6 +237,7 @@ MARKUP = {
     "apertus": "<|tools_suffix|>]}",
     "minimax-m1": "</tool_calls>\n{\"name\": \"x\"}",
     "gigachat": "<|function_call|>{\"name\": \"x\"}",
+    "gigachat3": "function call<|role_sep|>{\"name\": \"x\"}<|message_sep|>",
 }
 # Where a template writes non-strings with str(), Python's None is not JSON's null.
 NO_NULL = {"minicpm", "seed-oss"}
@@ -337,7 +341,7 @@ OPEN_MARKER = {
     "seed-oss": "<seed:tool_call>", "lfm2": "<|tool_call_start|>", "nemotron-v2": "<TOOLCALL>",
     "apriel": "<tool_calls>", "granite": "<|tool_call|>", "command-r7b": "<|START_ACTION|>",
     "apertus": "<|tools_prefix|>", "minimax-m1": "<tool_calls>", "gigachat": "<|function_call|>",
-    "firefunction-v2": "functools", "command-r-plus": "Action:\n```json\n",
+    "firefunction-v2": "functools", "command-r-plus": "Action:\n```json\n", "gigachat3": "function call<|role_sep|>",
 }
 CLOSE_MARKER = {
     "harmony": ("<|call|>", "missing <|call|>"), "gemma4": ("<tool_call|>", "missing <tool_call|>"),
@@ -509,6 +513,11 @@ HAND["gigachat"] = [
         '<|function_call|>{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}\n'
         '{"name": "get_weather", "arguments": {"city": "Rome"}}', None, calls=[W, R])},
     {"id": "object-without-a-name", **_x('<|function_call|>{"function": "get_weather"}', 'no "name"')},
+]
+HAND["gigachat3"] = [
+    {"id": "malformed-json", **_x('function call<|role_sep|>\n{"name": "get_weather", "arguments": {x}}', "malformed")},
+    {"id": "object-without-a-name", **_x('function call<|role_sep|>\n{"function": "get_weather"}', 'no "name"')},
+    {"id": "message-separators-are-not-content", **_x("It is sunny.<|message_sep|>\n\n", None, content="It is sunny.")},
 ]
 HAND["firefunction-v2"].append({"id": "functools-followed-by-text-is-content", **_x(
     "functools is a module.", None, content="functools is a module.")})

@@ -59,6 +59,7 @@ FORMATS: dict[str, str] = {
     "apertus": "harness.toolcalls.json_calls:FORMATS[apertus]",
     "minimax-m1": "harness.toolcalls.json_calls:FORMATS[minimax-m1]",
     "gigachat": "harness.toolcalls.json_calls:FORMATS[gigachat]",
+    "gigachat3": "harness.toolcalls.json_calls:FORMATS[gigachat3]",
 }
 
 _loaded: dict[str, Format] = {}
@@ -125,7 +126,8 @@ _RULES = [
     ("command-r7b", lambda s: "<|START_ACTION|>" in s),
     ("command-r-plus", lambda s: "Action:\\n```json" in s or "Action:\n```json" in s),
     ("apertus", lambda s: "<|tools_prefix|>" in s),
-    ("gigachat", lambda s: "<|function_call|>" in s or _has(s, "<|role_sep|>", "function call")),
+    ("gigachat", lambda s: "<|function_call|>" in s),
+    ("gigachat3", lambda s: _has(s, "<|role_sep|>", "function call")),
     ("glm45", lambda s: _has(s, "<tool_call>", "<arg_key>", "<arg_value>")),
     ("qwen3-coder", lambda s: _has(s, "<tool_call>", "<function=", "<parameter=")),
     ("hermes", lambda s: "<function=" not in s and bool(_HERMES_OBJECT.search(s))),

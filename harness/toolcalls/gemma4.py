@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Reasoning, Scan, ToolIndex, dumps, loads
-from ._scan import MATCH, PARTIAL, cut_header, find_marker, match_seq
+from ._scan import MATCH, PARTIAL, cut_header, match_seq, scan_markers
 
 OPEN, CLOSE, QUOTE = "<|tool_call>", "<tool_call|>", '<|"|>'
 NAME = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -114,26 +114,18 @@ def parse_object(text: str, i: int) -> tuple[dict, int]:
 class Gemma4(Format):
     name = "gemma4"
     reasoning = Reasoning("<|channel>thought", "<channel|>")
-    end_of_turn = ("<turn|>",)
+    end_of_turn = ("<turn|>", "<|tool_response>")  # after calls the model hands over to the tool
     description = (
         "Gemma 4 writes <|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>,days:3}<tool_call|> per call: "
         "bare keys, strings between <|\"|> tokens (which may contain braces, commas and markers), bare "
-        "numbers and true/false/None, nested {...} and [...]. Reasoning is <|channel>thought ... <channel|>. "
+        "numbers and true/false/None, nested {...} and [...]. Reasoning is <|channel>thought ... <channel|>; <turn|> and <|tool_response> end the turn. "
         "Text outside the calls is content. A call is emitted whole once its closing <tool_call|> arrives; "
         "a truncated or malformed call yields no call and an error (the rest of its block is skipped); a "
         "complete call whose <tool_call|> is missing at the very end is kept, with an error."
     )
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
-        while True:
-            i, marker = find_marker(text, pos, (OPEN,), final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            pos = self._call(scan, text, i, final)
-            if pos is None:
-                return scan
+        return scan_markers(text, (OPEN,), final, lambda scan, i, _: self._call(scan, text, i, final))
 
     def _call(self, scan: Scan, text: str, start: int, final: bool) -> int | None:
         status, p, caps = match_seq(text, start, (OPEN, "call:", NAME, "{"), final)

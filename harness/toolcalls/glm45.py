@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Scan, ToolIndex, dumps
-from ._scan import MATCH, PARTIAL, WS, coerce_value, cut_header, find_marker, match_seq, skip_ws
+from ._scan import MATCH, PARTIAL, WS, coerce_value, cut_header, find_marker, match_seq, scan_markers, skip_ws
 from .hermes import skip_broken
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -37,15 +37,7 @@ class Glm45(Format):
     )
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
-        while True:
-            i, marker = find_marker(text, pos, (OPEN,), final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            pos = self._block(scan, text, i, tools, final)
-            if pos is None:
-                return scan
+        return scan_markers(text, (OPEN,), final, lambda scan, i, _: self._block(scan, text, i, tools, final))
 
     def _block(self, scan: Scan, text: str, start: int, tools: ToolIndex, final: bool) -> int | None:
         p = skip_ws(text, start + len(OPEN))

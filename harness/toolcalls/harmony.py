@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Call, Format, Scan, ToolIndex
+from .base import Format, Scan, ToolIndex
 from ._scan import find_marker, json_args, skip_ws
 
 START, CHANNEL, MESSAGE = "<|start|>", "<|channel|>", "<|message|>"

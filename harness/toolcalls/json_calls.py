@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Call, Format, Reasoning, Scan, THINK, ToolIndex, dumps, loads
-from ._scan import COMPLETE, INCOMPLETE, MATCH, PARTIAL, find_marker, json_call, match_seq, scan_json, skip_ws
+from ._scan import COMPLETE, INCOMPLETE, MATCH, PARTIAL, json_call, match_seq, scan_json, scan_markers, skip_ws
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,9 @@ class JsonCalls(Format):
         self.plain_unless_json = plain_unless_json
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
-        markers = (self.open,) + self.drop
-        while True:
-            i, marker = find_marker(text, pos, markers, final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            if marker != self.open:
-                pos = i + len(marker)
-                continue
-            pos = self._block(scan, text, i, final)
-            if pos is None:
-                return scan
+        def block(scan: Scan, i: int, marker: str) -> int | None:
+            return self._block(scan, text, i, final) if marker == self.open else i + len(marker)  # markup: dropped
+        return scan_markers(text, (self.open,) + self.drop, final, block)
 
     def _block(self, scan: Scan, text: str, start: int, final: bool) -> int | None:
         p = skip_ws(text, start + len(self.open))
@@ -230,6 +220,12 @@ FORMATS = {
             '"get_weather", "arguments": {"city": "Paris"}}\\n{"name": ...}\\n</tool_calls>, after an '
             'optional <think>...</think> block.'),
         shape="objects", end_of_turn=("<end_of_sentence>",)),
+    "gigachat3": JsonCalls(
+        "gigachat3", "function call<|role_sep|>", None, _describe(
+            'GigaChat 3 answers a call with a message of its own role: function call<|role_sep|>\\n{"name": '
+            '"get_weather", "arguments": {"city": "Paris"}}<|message_sep|>; <|message_sep|> is markup. Only '
+            "one call per turn is rendered by its template."),
+        shape="objects", reasoning=None, drop=("<|message_sep|>",)),
     "gigachat": JsonCalls(
         "gigachat", "<|function_call|>", None, _describe(
             'GigaChat 3.1 answers a call with <|function_call|> and one JSON object: <|function_call|>{"name": '

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Reasoning, Scan, ToolIndex, dumps
-from ._scan import MATCH, NO, PARTIAL, coerce_value, cut_header, find_marker, match_seq, skip_ws
+from ._scan import MATCH, NO, PARTIAL, coerce_value, cut_header, find_marker, match_seq, scan_markers, skip_ws
 from .hermes import skip_broken
 from .xml_invoke import python_literal
 
@@ -72,16 +72,11 @@ class Qwen3Coder(Format):
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
         markers = (self.open_tag,) + tuple(f"<function={n}>" for n in tools.functions)
-        scan, pos = Scan(), 0
-        while True:
-            i, marker = find_marker(text, pos, markers, final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
+        def block(scan: Scan, i: int, marker: str) -> int | None:
             wrapped = marker == self.open_tag
-            pos = self._call(scan, text, i, skip_ws(text, i + len(self.open_tag)) if wrapped else i, wrapped, tools, final)
-            if pos is None:
-                return scan
+            body = skip_ws(text, i + len(self.open_tag)) if wrapped else i
+            return self._call(scan, text, i, body, wrapped, tools, final)
+        return scan_markers(text, markers, final, block)
 
     def _call(self, scan, text, start, p, wrapped, tools, final) -> int | None:
         close = self.close_tag if wrapped else FUNC_END

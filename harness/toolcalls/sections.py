@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Scan, THINK, ToolIndex
-from ._scan import MATCH, PARTIAL, find_marker, json_args, match_seq, skip_ws
+from ._scan import MATCH, PARTIAL, json_args, match_seq, scan_markers, skip_ws
 
 NAME = re.compile(r"[^\s<>{}\[\]()'\"`,:]+")
 KIMI_ID = re.compile(r"functions\.([^\s<>:]+):(\d+)")
@@ -28,17 +28,9 @@ class Sections(Format):
         self.reasoning = THINK
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
         # a lone call (no section around it) is accepted too, as llama.cpp and vLLM do
-        markers = (self.section[0], self.call[0])
-        while True:
-            i, marker = find_marker(text, pos, markers, final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            pos = self._section(scan, text, i, marker == self.section[0], final)
-            if pos is None:
-                return scan
+        return scan_markers(text, (self.section[0], self.call[0]), final,
+                            lambda scan, i, marker: self._section(scan, text, i, marker == self.section[0], final))
 
     def _section(self, scan: Scan, text: str, start: int, wrapped: bool, final: bool) -> int | None:
         p = start + len(self.section[0]) if wrapped else start

@@ -16,7 +16,7 @@ import ast
 import re
 
 from .base import Call, Format, Scan, THINK, ToolIndex, dumps, loads
-from ._scan import MATCH, PARTIAL, coerce_value, cut_header, find_marker, match_seq, schema_types, skip_ws
+from ._scan import MATCH, PARTIAL, coerce_value, cut_header, match_seq, scan_markers, schema_types, skip_ws
 
 ATTR_VALUE = re.compile(r'[^"<>\n]*')
 STRING_ATTR = re.compile(r'\s+string="(true|false)"')
@@ -48,16 +48,9 @@ class XmlInvoke(Format):
         self.python_literals = python_literals
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
+        read = self._block if self.wrapper else self._invoke
         opener = self.wrapper[0] if self.wrapper else self.invoke_open
-        while True:
-            i, marker = find_marker(text, pos, (opener,), final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            pos = self._block(scan, text, i, tools, final) if self.wrapper else self._invoke(scan, text, i, tools, final)
-            if pos is None:
-                return scan
+        return scan_markers(text, (opener,), final, lambda scan, i, _: read(scan, text, i, tools, final))
 
     def _block(self, scan: Scan, text: str, start: int, tools: ToolIndex, final: bool) -> int | None:
         p, close, any_call = start + len(self.wrapper[0]), self.wrapper[1], False
