@@ -286,20 +286,13 @@ class StreamParser:
     def _emit(self, final: bool) -> list[CallDelta]:
         scan = self._fmt.message_scan(self._buf, self._tools, final, self._view, self._opened)
         out: list[CallDelta] = []
-        reasoning = scan.reasoning()
-        if reasoning.startswith(self._reasoning):
-            if len(reasoning) > len(self._reasoning):
-                out.append(CallDelta(reasoning_delta=reasoning[len(self._reasoning):]))
-                self._reasoning = reasoning
-        else:
-            self.violations.append(f"reasoning changed after emission: {self._reasoning!r} -> {reasoning!r}")
-        content = scan.content()
-        if content.startswith(self._content):
-            if len(content) > len(self._content):
-                out.append(CallDelta(content_delta=content[len(self._content):]))
-                self._content = content
-        else:
-            self.violations.append(f"content changed after emission: {self._content!r} -> {content!r}")
+        for kind, now in (("reasoning", scan.reasoning()), ("content", scan.content())):
+            sent = getattr(self, f"_{kind}")
+            if not now.startswith(sent):
+                self.violations.append(f"{kind} changed after emission: {sent!r} -> {now!r}")
+            elif len(now) > len(sent):
+                out.append(CallDelta(**{f"{kind}_delta": now[len(sent):]}))
+                setattr(self, f"_{kind}", now)
         calls = scan.calls()
         seen = {c.start for c in calls}
         for start, slot in self._calls.items():
