@@ -178,14 +178,15 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             # overrides detect_format(); null: no extractor (round trip checks presence only)
             "formats": {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["match", "format"],
-                "properties": {"match": _TEXT, "format": {"type": ["string", "null"], "minLength": 1}}}},
+                "properties": {"match": _TEXT, "format": {"type": ["string", "null"], "minLength": 1},
+                               "why": {"type": "string", "minLength": 10}}}},
             # round trips that lose something by design; the losses must be exactly these
             "lossy": {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["where", "loses", "description"],
                 "properties": {
                     "where": _WHERE,
                     "loses": {"type": "array", "uniqueItems": True, "minItems": 1,
-                              "items": {"enum": ["refused", "calls", "names", "arguments", "ids"]}},
+                              "items": {"enum": ["refused", "calls", "names", "arguments", "ids", "reasoning"]}},
                     "description": {"type": "string", "minLength": 10}}}},
             # stream every canned output of cases/toolcall-outputs/ in this model's real tokens
             "canned_outputs": {"type": "object", "additionalProperties": False,

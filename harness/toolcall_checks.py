@@ -257,6 +257,36 @@ def declared_losses(case: Case, params: dict[str, str]) -> tuple[set[str], list[
     return losses, why
 
 
+# The reasoning a round trip renders into the tool-call turn (items with a "with-reasoning"
+# parameter): templates that render `reasoning_content` (or gpt-oss's `thinking`) must give
+# it back as the parsed message's reasoning, and its call markup-free text nowhere else.
+ROUND_TRIP_REASONING = "The user asked about the weather, so I call the tool first."
+WITH_REASONING = "with-reasoning"
+
+
+def renders_reasoning(template: str, fmt: str | None) -> bool:
+    from .toolcalls import FORMATS, get_format
+    if not fmt or fmt not in FORMATS:
+        return False
+    f = get_format(fmt)
+    reads = "reasoning_content" in template or (fmt == "harmony" and "thinking" in template)
+    return reads and (f.reasoning is not None or fmt == "harmony")
+
+
+def with_reasoning(messages: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    out = copy.deepcopy(messages)
+    out[k]["reasoning_content"] = ROUND_TRIP_REASONING
+    out[k]["thinking"] = ROUND_TRIP_REASONING
+    return out
+
+
+def undeclared_presence(case: Case) -> bool:
+    """True unless the case says why a template has no extractor (formats: format null + why)."""
+    key = case.template_path.stem if case.template_path is not None else case.id
+    return not any(fnmatch.fnmatchcase(key, e["match"]) and e.get("format") is None and e.get("why")
+                   for e in options(case).get("formats", []))
+
+
 def round_trip_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     if "hf" not in available:
         return []
@@ -264,11 +294,13 @@ def round_trip_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     for c in cases.cases:
         if not c.expects_template:
             continue
+        reasoning = False
         if c.kind == "template":
             text = c.template_path.read_text(encoding="utf-8")
             if not tool_capable(text):
                 continue
             fmt = format_for(c, text) or PRESENCE
+            reasoning = renders_reasoning(text, fmt)
         else:
             # a model's template is known only once its files are resolved: decided at run time
             fmt = format_for(c, None) or "detect"
@@ -276,6 +308,8 @@ def round_trip_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
             k = tool_call_index(ctx.messages)
             if k is not None:
                 out.append(Item(c, ROUND_TRIP, ctx, None, "hf", (("format", fmt),)))
+                if reasoning:
+                    out.append(Item(c, ROUND_TRIP, ctx, None, "hf", (("format", fmt), ("reasoning", WITH_REASONING))))
     return out
 
 
@@ -317,15 +351,18 @@ def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, st
         fmt = format_for(case, template) or PRESENCE
     k = tool_call_index(ctx.messages)
     want = wanted_calls(ctx.messages[k])
+    messages = with_reasoning(ctx.messages, k) if item.params.get("reasoning") == WITH_REASONING else ctx.messages
     what = (f"template {case.template_path.stem}" if case.template_path
             else f"{case.id}'s own template (from its GGUF)")
     how = (f"extracting them with {fmt!r}" if fmt != PRESENCE
            else "looking for them (no extractor for this wire format)")
     header = (f"{loc}: hf renders the tool calls of context '{ctx.id}' ({ctx.file}:{ctx.line}) with {what}; "
               f"{how} from the rendered assistant turn does not give them back")
-    prefix = hf.render_prompt(dataclasses.replace(req, messages=ctx.messages[:k], add_generation_prompt=True))
-    full = hf.render_prompt(dataclasses.replace(req, messages=ctx.messages[:k + 1], add_generation_prompt=False))
+    prefix = hf.render_prompt(dataclasses.replace(req, messages=messages[:k], add_generation_prompt=True))
+    full = hf.render_prompt(dataclasses.replace(req, messages=messages[:k + 1], add_generation_prompt=False))
     golden: dict[str, Any] = {"format": fmt, "rendered_calls": [w.to_dict() for w in want]}
+    if messages is not ctx.messages:
+        golden["rendered_reasoning"] = ROUND_TRIP_REASONING
     lost: dict[str, list[str]] = {}
     engine_error = None
     turn = None
@@ -345,9 +382,20 @@ def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, st
         if fmt == PRESENCE:
             lost = presence_losses(want, turn)
         else:
-            ex = get_format(fmt).extract(turn, ctx.tools.tools if ctx.tools else None)
+            parser = get_format(fmt)
+            # whether the generation prompt opened the reasoning block, read from its tail; when the
+            # cut is approximate and the history's turn never closes the block (reasoning templates
+            # drop an empty think block from history), the turn did not continue that prompt
+            opened = parser.opened_by_prompt(prefix.text) and (
+                cut == "exact" or (parser.reasoning is not None and parser.reasoning.close in turn))
+            ex = parser.extract(turn, ctx.tools.tools if ctx.tools else None, opened=opened)
             golden["extracted"] = stable(ex.to_dict())
+            if opened:
+                golden["reasoning_opened_by_prompt"] = True
             lost = compare_calls(want, ex.calls)
+            if messages is not ctx.messages and ex.reasoning != ROUND_TRIP_REASONING:
+                lost.setdefault("reasoning", []).append(
+                    f"reasoning {ROUND_TRIP_REASONING!r} came back as {ex.reasoning!r} (content {ex.content!r})")
             if ex.error and lost:
                 lost[next(iter(lost))].append(f"extractor error: {ex.error}")
     golden["lost"] = sorted(lost)
@@ -357,6 +405,9 @@ def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, st
         golden["error"] = engine_error
         out.problems.append(f"hf could not render the conversation: {engine_error}")
         return out
+    if fmt == PRESENCE and case.kind == "template" and undeclared_presence(case):
+        out.problems.append(f"{what} is tool-capable but no wire format is detected for it, and the case does "
+                            "not say why it has no extractor (checks.toolcalls.formats: {match, format: null, why})")
     if declared:
         out.notes.append(f"lossy by design (checks.toolcalls.lossy): {'; '.join(why)}")
     if set(lost) == declared:
@@ -584,7 +635,9 @@ def canned_outputs(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for o in doc.get("outputs") or []:
             out[(doc["format"], o["id"])] = {"output": o["output"], "tools": doc.get("tools"),
-                                             "file": f"{root.name}/toolcall-outputs/{path.name}"}
+                                             "file": f"{root.name}/toolcall-outputs/{path.name}",
+                                             "message": {"reasoning": o.get("reasoning_mode", "separate"),
+                                                         "opened": bool(o.get("opened"))}}
     return out
 
 
@@ -622,7 +675,7 @@ def check_stream(item: Item, backend, cases_root: Path) -> Outcome:
     canned = canned_outputs(cases_root)[(fmt, oid)]
     text, tools = canned["output"], canned["tools"]
     ids, pieces = token_texts(backend, text)
-    ex = get_format(fmt).extract(text, tools)
+    ex = get_format(fmt).extract(text, tools, **canned["message"])
     golden = {"extracted": stable(ex.to_dict()), "tokens": len(ids)}
     out = Outcome(golden=golden, header=(f"{item.case.location()}: canned output {fmt}::{oid} ({canned['file']}) "
                                          f"streamed in {item.case.id}'s tokens ({item.backend}, {len(ids)} tokens)"))
@@ -633,7 +686,8 @@ def check_stream(item: Item, backend, cases_root: Path) -> Outcome:
     # per delta and the seeded random groupings of every canned output are run by the harness's
     # own tests (tests/test_toolcalls.py), which need no model: repeating them per case and
     # backend only added harness time to every conformance run
-    message = check_streaming(fmt, text, tokens_as_text=pieces, tools=tools, kinds=("whole", "tokens"))
+    message = check_streaming(fmt, text, tokens_as_text=pieces, tools=tools, kinds=("whole", "tokens"),
+                              **canned["message"])
     if message:
         out.problems.append(message)
     return out

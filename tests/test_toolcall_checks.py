@@ -331,3 +331,48 @@ def test_goldens_drop_memory_addresses():
     ex = {"calls": [], "content": "", "error": "not a literal (malformed node: <ast.Call object at 0x7fa2d8cc0f40>)"}
     assert tc.stable(ex)["error"] == "not a literal (malformed node: <ast.Call object at 0x…>)"
     assert tc.stable({"calls": [], "content": "", "error": None})["error"] is None
+
+
+# --- reasoning in round trips, and presence round trips must say why ----------------------------------
+THINKING_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "<|im_start|>{{ m.role }}\n"
+    "{% if m.tool_calls -%}<think>\n{{ m.reasoning_content or '' }}\n</think>\n\n"
+    "{%- for c in m.tool_calls -%}"
+    "<tool_call>\n{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}\n</tool_call>"
+    "{%- endfor -%}"
+    "{%- else -%}{{ m.content }}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n<think>\n{%- endif -%}")
+
+
+def test_round_trip_with_reasoning_reads_the_opened_block(tmp_path, hf_renderer):
+    case = make_case(tmp_path, template=THINKING_TEMPLATE)
+    assert tc.renders_reasoning(THINKING_TEMPLATE, "hermes") and not tc.renders_reasoning(HERMES_TEMPLATE, "hermes")
+    out = tc.check_round_trip(rt(), item(case, tc.ROUND_TRIP, "tool-round-trip", "hf", format="hermes",
+                                         reasoning=tc.WITH_REASONING), hf_renderer)
+    assert out.golden["rendered_reasoning"] == tc.ROUND_TRIP_REASONING
+    assert out.golden["reasoning_opened_by_prompt"] is True
+    assert out.golden["extracted"]["reasoning"] == tc.ROUND_TRIP_REASONING
+    assert out.golden["lost"] == []
+    out.conclude()
+
+
+def test_round_trip_reports_lost_reasoning(tmp_path, hf_renderer):
+    dropping = THINKING_TEMPLATE.replace("{{ m.reasoning_content or '' }}", "")
+    out = tc.check_round_trip(rt(), item(make_case(tmp_path, template=dropping), tc.ROUND_TRIP, "tool-round-trip",
+                                         "hf", format="hermes", reasoning=tc.WITH_REASONING), hf_renderer)
+    assert out.golden["lost"] == ["reasoning"]
+    with pytest.raises(Mismatch, match="lost: reasoning"):
+        out.conclude()
+
+
+def test_presence_round_trip_needs_a_reason(tmp_path, hf_renderer):
+    template = HERMES_TEMPLATE.replace("[:max_calls]", "")
+    out = run_round_trip(make_case(tmp_path, template=template), "tool-round-trip", hf_renderer, tc.PRESENCE)
+    assert any("does not say why it has no extractor" in p for p in out.problems)
+    why = {"formats": [{"match": "demo-*", "format": None, "why": "no extractor for this demo format"}]}
+    out = run_round_trip(make_case(tmp_path, template=template, raw_checks=why), "tool-round-trip", hf_renderer,
+                         tc.PRESENCE)
+    out.conclude()

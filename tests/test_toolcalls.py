@@ -22,7 +22,7 @@ from harness.toolcalls import (
     get_format,
     reconstruct,
 )
-from harness.toolcalls.base import Call, Format, Scan
+from harness.toolcalls.base import REASONING_MODES, Call, Format, Scan
 from harness.toolcalls.check import run_stream
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
@@ -49,6 +49,11 @@ def _params():
 CASES = list(_params())
 
 
+def message_options(case: dict) -> dict:
+    """The canned output's reasoning mode and whether its prompt opened the block."""
+    return {"reasoning": case.get("reasoning_mode", "separate"), "opened": bool(case.get("opened"))}
+
+
 # --- the data files themselves ------------------------------------------------------------
 
 
@@ -70,7 +75,9 @@ def test_case_file_shape(stem):
     for o in outputs:
         assert isinstance(o["id"], str) and KEBAB.fullmatch(o["id"]), o["id"]
         assert isinstance(o.get("output"), str), o["id"]
-        assert set(o.get("expect", {})) == {"calls", "content", "error"}, o["id"]
+        assert {"calls", "content", "error"} <= set(o.get("expect", {})) <= {"calls", "content", "error", "reasoning"}, o["id"]
+        assert set(o) <= {"id", "output", "expect", "opened", "reasoning_mode"}, o["id"]
+        assert o.get("reasoning_mode", "separate") in REASONING_MODES, o["id"]
 
 
 # --- finished outputs ---------------------------------------------------------------------
@@ -90,7 +97,7 @@ def _call_mismatch(got: ToolCall, want: dict) -> str | None:
 
 @pytest.mark.parametrize("fmt_name, case, tools", CASES)
 def test_extract(fmt_name, case, tools):
-    got = get_format(fmt_name).extract(case["output"], tools)
+    got = get_format(fmt_name).extract(case["output"], tools, **message_options(case))
     want = case["expect"]
     assert isinstance(got, Extraction)
     assert len(got.calls) == len(want["calls"]), got.to_dict()
@@ -98,6 +105,7 @@ def test_extract(fmt_name, case, tools):
         problem = _call_mismatch(c, w)
         assert problem is None, f"call {i}: {problem}\nfull: {got.to_dict()}"
     assert got.content == want["content"], got.to_dict()
+    assert got.reasoning == want.get("reasoning", ""), got.to_dict()
     if want["error"] is None:
         assert got.error is None, got.to_dict()
     else:
@@ -111,7 +119,7 @@ def test_extract(fmt_name, case, tools):
 @pytest.mark.parametrize("fmt_name, case, tools", CASES)
 def test_streaming(fmt_name, case, tools, kind):
     # random: seeds 0..19, the failing seed is named in the message.
-    message = check_streaming(fmt_name, case["output"], tools=tools, kinds=[kind])
+    message = check_streaming(fmt_name, case["output"], tools=tools, kinds=[kind], **message_options(case))
     assert message is None, message
 
 
@@ -144,7 +152,8 @@ def test_toolcall_and_extraction_to_dict():
     bad = ToolCall.from_value("f", "{oops")
     assert bad.arguments == "{oops" and "string" in bad.invalid
     ex = Extraction([call], "hi", None)
-    assert ex.to_dict() == {"calls": [{"name": "f", "arguments": {"a": 1}}], "content": "hi", "error": None}
+    assert ex.to_dict() == {"calls": [{"name": "f", "arguments": {"a": 1}}], "content": "hi", "reasoning": "",
+                            "error": None}
 
 
 def test_reconstruct_merges_and_drops_cut_calls():
@@ -258,12 +267,12 @@ REAL_TEMPLATES = {
     "meta-llama-Llama-3.1-8B-Instruct.jinja": "llama3-json",
     "meta-llama-Llama-3.2-3B-Instruct.jinja": "llama3-json",
     "meta-llama-Llama-3.3-70B-Instruct.jinja": "llama3-json",
-    "ByteDance-Seed-OSS.jinja": None,
-    "fireworks-ai-llama-3-firefunction-v2.jinja": None,
+    "ByteDance-Seed-OSS.jinja": "seed-oss",
+    "fireworks-ai-llama-3-firefunction-v2.jinja": "firefunction-v2",
     "google-gemma-2-2b-it.jinja": None,
-    "deepseek-ai-DeepSeek-V3.1.jinja": None,
-    "openai-gpt-oss-120b.jinja": None,
-    "moonshotai-Kimi-K2.jinja": None,
+    "deepseek-ai-DeepSeek-V3.1.jinja": "deepseek-v3.1",
+    "openai-gpt-oss-120b.jinja": "harmony",
+    "moonshotai-Kimi-K2.jinja": "kimi-k2",
 }
 
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from fuzzing import HANG_S, fuzz_settings, mutate, time_budget
 
-from harness.toolcalls import Extraction, format_names, get_format, reconstruct
+from harness.toolcalls import REASONING_MODES, Extraction, format_names, get_format, reconstruct
+from harness.toolcalls.check import streamed_reference
 from harness.toolcalls.check import run_stream
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
@@ -38,22 +39,61 @@ COMMON = ['{', '}', '[', ']', '"', '\\', '\\"', '\n', ' ', ':', ',', '"name"', '
           '"id"', '"get_weather"', '"f"', '1', '-2.5e3', 'null', 'true', '東京', '🌧', ';', '(', ')', "'", '=',
           '<', '>', '/', 'get_weather', 'f', 'all', 'python', '\t', '\x00']
 FRAGMENTS = {
-    "hermes": ['<tool_call>', '</tool_call>', '{"name": "f", "arguments": ', '{"a": 1}', '<think>'],
+    "hermes": ['<tool_call>', '</tool_call>', '{"name": "f", "arguments": ', '{"a": 1}', '<think>', '</think>'],
     "qwen3-coder": ['<tool_call>', '</tool_call>', '<function=f>', '<function=get_weather>', '</function>',
                     '<parameter=a>', '<parameter=b>', '<parameter=city>', '</parameter>', '<function='],
     "llama3-json": ['<|python_tag|>', '{"name": "f", "parameters": ', '{"type": "function", "name": "f", "arguments": '],
-    "mistral": ['[TOOL_CALLS]', '[ARGS]', '[CALL_ID]', 'abcdefghi', '[{"name": "f", "arguments": {}, "id": "x"}',
+    "mistral": ['[TOOL_CALLS]', '[ARGS]', '[CALL_ID]', '[THINK]', '[/THINK]', 'abcdefghi', '[{"name": "f", "arguments": {}, "id": "x"}',
                 '{"name": "f", "id": "y", "arguments": '],
     "functionary-v2": ['<|from|>', 'assistant', '<|recipient|>', '<|content|>', '<|stop|>',
                        '<|from|>assistant\n<|recipient|>', '\n<|content|>'],
     "functionary-v3.1": ['<function=', '</function>', '<|python_tag|>', '<function=f>'],
     "functionary-v3.2": ['>>>', '>>>all\n', '>>>f\n', '>>>python\n', 'all\n'],
     "glm4": ['<|assistant|>', '<|observation|>', 'f\n{', 'get_weather\n'],
-    "glm45": ['<tool_call>', '</tool_call>', '<arg_key>', '</arg_key>', '<arg_value>', '</arg_value>', 'f\n'],
+    "glm45": ['<tool_call>', '</tool_call>', '<arg_key>', '</arg_key>', '<arg_value>', '</arg_value>', 'f\n',
+              '<think>', '</think>', '<|role_end|>', '<|user|>'],
     "react": ['Action:', 'Action Input:', 'Thought:', 'Final Answer:', 'Observation:', ' f\n'],
     "pythonic": ['[', 'f(', 'a=', "'x'", '"""', "'''", ', ', 'g.h(', '<|python_start|>', '<|python_end|>',
                  'True', '(1,)', '{1}', '**k', '1j', '\\'],
+    "lfm2": ['<|tool_call_start|>', '<|tool_call_end|>', '[f(', 'a=', "'x'", 'true', 'null', ')]', '<think>', '</think>'],
+    "seed-oss": ['<seed:tool_call>', '</seed:tool_call>', '<function=f>', '</function>', '<parameter=a>',
+                 '</parameter>', '<seed:think>', '</seed:think>', "{'a': 1}"],
+    "harmony": ['<|start|>', 'assistant', ' to=functions.f', '<|channel|>', 'analysis', 'commentary', 'final',
+                ' <|constrain|>json', '<|message|>', '<|end|>', '<|call|>', '<|return|>', '{"a": 1}'],
+    "gemma4": ['<|tool_call>', 'call:f', '<tool_call|>', '<|"|>', '{', 'a:', ',', '<|channel>thought', '<channel|>',
+               'None', '<turn|>'],
+    "deepseek-r1": ['<｜tool▁calls▁begin｜>', '<｜tool▁call▁begin｜>', 'function', '<｜tool▁sep｜>', '\n```json\n',
+                    '```', '<｜tool▁call▁end｜>', '<｜tool▁calls▁end｜>', '<think>', '</think>', '{"a": 1}'],
+    "deepseek-v3.1": ['<｜tool▁calls▁begin｜>', '<｜tool▁call▁begin｜>', '<｜tool▁sep｜>', '<｜tool▁call▁end｜>',
+                      '<｜tool▁calls▁end｜>', '<think>', '</think>', '<｜end▁of▁sentence｜>', '{"a": 1}'],
+    "kimi-k2": ['<|tool_calls_section_begin|>', '<|tool_call_begin|>', 'functions.f:0', '<|tool_call_argument_begin|>',
+                '<|tool_call_end|>', '<|tool_calls_section_end|>', '<think>', '</think>', '{"a": 1}'],
+    "deepseek-v3.2": ['<｜DSML｜function_calls>', '</｜DSML｜function_calls>', '<｜DSML｜invoke name="f">',
+                      '</｜DSML｜invoke>', '<｜DSML｜parameter name="a" string="false">', '</｜DSML｜parameter>',
+                      ' string="true">', '<think>', '</think>'],
+    "deepseek-v4": ['<｜DSML｜tool_calls>', '</｜DSML｜tool_calls>', '<｜DSML｜invoke name="f">', '</｜DSML｜invoke>',
+                    '<｜DSML｜parameter name="a" string="true">', '</｜DSML｜parameter>', '<think>', '</think>'],
+    "minimax-m2": ['<minimax:tool_call>', '</minimax:tool_call>', '<invoke name="f">', '</invoke>',
+                   '<parameter name="a">', '</parameter>', '<think>', '</think>', '[e~['],
+    "muse-atem": ['<atem:function_calls>', '</atem:function_calls>', '<atem:invoke name="f">', '</atem:invoke>',
+                  '<atem:parameter name="a">', '</atem:parameter>', '<think>', '</think>'],
+    "minicpm": ['<function name="f">', '</function>', '<param name="a">', '</param>', '<![CDATA[', ']]>', '<think>',
+                '</think>', "{'a': 1}"],
+    "nemotron-v2": ['<TOOLCALL>', '</TOOLCALL>', '[{"name": "f", "arguments": ', '<think>', '</think>'],
+    "apriel": ['<tool_calls>', '</tool_calls>', '[{"name": "f", "arguments": ', '"id": "c0"',
+               'Here are my reasoning steps:', '[BEGIN FINAL RESPONSE]', '<|end|>'],
+    "granite": ['<|tool_call|>', '[{"name": "f", "arguments": ', '<response>', '</response>', '<think>', '</think>'],
+    "firefunction-v2": ['functools', ' functools[', '{"name": "f", "arguments": ', '<|eot_id|>'],
+    "command-r7b": ['<|START_ACTION|>', '<|END_ACTION|>', '{"tool_call_id": "0", "tool_name": "f", "parameters": ',
+                    '<|START_THINKING|>', '<|END_THINKING|>', '<|START_RESPONSE|>', '<|END_RESPONSE|>'],
+    "command-r-plus": ['Action:', '\n```json\n', '```', '{"tool_name": "f", "parameters": ', '<|END_OF_TURN_TOKEN|>'],
+    "apertus": ['<|tools_prefix|>', '<|tools_suffix|>', '[{"f": ', '<|inner_prefix|>', '<|inner_suffix|>'],
+    "minimax-m1": ['<tool_calls>', '</tool_calls>', '{"name": "f", "arguments": ', '<think>', '</think>'],
+    "gigachat3": ['function call<|role_sep|>', '\n{"name": "f", "arguments": ', '<|message_sep|>'],
+    "gigachat": ['<|function_call|>', '{"name": "f", "arguments": ', '<|message_sep|>'],
 }
+# every reasoning mode, and a block opened by the prompt or not, drawn per example
+MESSAGE_OPTIONS = st.fixed_dictionaries({"reasoning": st.sampled_from(REASONING_MODES), "opened": st.booleans()})
 
 # Inputs that once broke a parser, or that target its limits: kept as explicit examples.
 REGRESSIONS = [
@@ -101,7 +141,7 @@ def texts(name: str) -> st.SearchStrategy[str]:
 
 
 def _canon(ex: Extraction) -> dict:
-    return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content}
+    return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content, "reasoning": ex.reasoning}
 
 
 def _pieces(text: str, cuts: list[int]) -> list[str]:
@@ -112,7 +152,8 @@ def _pieces(text: str, cuts: list[int]) -> list[str]:
 def _with_examples(fn):
     for text in REGRESSIONS:
         for use_tools in (False, True):
-            fn = example(text=text, use_tools=use_tools, cuts=[7, 3])(fn)
+            fn = example(text=text, use_tools=use_tools, cuts=[7, 3], message={"reasoning": "separate",
+                                                                              "opened": False})(fn)
     return fn
 
 
@@ -122,10 +163,10 @@ def test_extract_never_raises(name):
 
     @SETTINGS
     @_with_examples
-    @given(text=texts(name), use_tools=st.booleans(), cuts=st.just([]))
-    def prop(text, use_tools, cuts):
+    @given(text=texts(name), use_tools=st.booleans(), cuts=st.just([]), message=MESSAGE_OPTIONS)
+    def prop(text, use_tools, cuts, message):
         with time_budget(TIME_BUDGET_S, "parser"):
-            ex = fmt.extract(text, TOOLS if use_tools else None)
+            ex = fmt.extract(text, TOOLS if use_tools else None, **message)
         assert isinstance(ex, Extraction)
         assert isinstance(ex.content, str) and (ex.error is None or isinstance(ex.error, str))
         assert not (ex.error and "internal parser error" in ex.error), ex.error
@@ -142,16 +183,17 @@ def test_stream_reconstructs_extract(name):
 
     @SETTINGS
     @_with_examples
-    @given(text=texts(name), use_tools=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=8))
-    def prop(text, use_tools, cuts):
+    @given(text=texts(name), use_tools=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=8),
+           message=MESSAGE_OPTIONS)
+    def prop(text, use_tools, cuts, message):
         tools = TOOLS if use_tools else None
         with time_budget(TIME_BUDGET_S, "parser"):
-            want = _canon(fmt.extract(text, tools))
+            want = _canon(streamed_reference(fmt, text, tools, **message))
             splits = [_pieces(text, cuts)]
             if len(text) <= CHAR_BY_CHAR_MAX:
                 splits.append(list(text))
             for pieces in splits:
-                deltas, problems = run_stream(fmt, pieces, tools)
+                deltas, problems = run_stream(fmt, pieces, tools, **message)
                 assert problems == [], (pieces, problems)
                 assert _canon(reconstruct(deltas)) == want, pieces
 

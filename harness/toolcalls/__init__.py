@@ -1,10 +1,18 @@
-"""Tool-call wire formats: extraction from finished outputs and from streams.
+"""Tool-call wire formats: the reference parser for finished outputs and for streams.
 
     fmt = get_format("hermes")
-    fmt.extract(text, tools) -> Extraction(calls, content, error)
-    p = fmt.stream_parser(tools); p.feed(delta) / p.finish() -> [CallDelta]
+    fmt.extract(text, tools, reasoning="separate", opened=False)
+        -> Extraction(calls, content, error, reasoning)   # reasoning: "" when none
+    opened = fmt.opened_by_prompt(rendered_generation_prompt)   # prompt opened <think>?
+    p = fmt.stream_parser(tools, reasoning=..., opened=...); p.feed(delta) / p.finish()
+        -> [CallDelta]  (content_delta, reasoning_delta, or a call's index/name/id/arguments)
     reconstruct(deltas) -> Extraction            # compare with fmt.extract(text)
     check_streaming(fmt, text, tokens_as_text)   # None, or the smallest failing split
+    format_names(), describe_formats(), REASONING_MODES   # what exists
+
+Reasoning modes (REASONING_MODES): "separate" (reasoning field), "none" (left in the
+content, tags included), "deepseek-legacy" (separate when finished, inline in a stream).
+Call markup inside a reasoning block is never a call, in any mode.
 
 Format modules are imported on first use (FORMATS maps name -> "module:attr").
 """
@@ -15,7 +23,7 @@ import difflib
 import importlib
 import re
 
-from .base import CallDelta, Extraction, Format, StreamParser, ToolCall, reconstruct
+from .base import REASONING_MODES, CallDelta, Extraction, Format, Reasoning, StreamParser, ToolCall, reconstruct
 from .check import check_streaming
 
 FORMATS: dict[str, str] = {
@@ -30,6 +38,28 @@ FORMATS: dict[str, str] = {
     "glm45": "harness.toolcalls.glm45:FORMAT",
     "react": "harness.toolcalls.react:FORMAT",
     "pythonic": "harness.toolcalls.pythonic:FORMAT",
+    "lfm2": "harness.toolcalls.pythonic:LFM2",
+    "seed-oss": "harness.toolcalls.qwen3_coder:SEED_OSS",
+    "harmony": "harness.toolcalls.harmony:FORMAT",
+    "gemma4": "harness.toolcalls.gemma4:FORMAT",
+    "deepseek-r1": "harness.toolcalls.sections:FORMATS[deepseek-r1]",
+    "deepseek-v3.1": "harness.toolcalls.sections:FORMATS[deepseek-v3.1]",
+    "kimi-k2": "harness.toolcalls.sections:FORMATS[kimi-k2]",
+    "deepseek-v3.2": "harness.toolcalls.xml_invoke:FORMATS[deepseek-v3.2]",
+    "deepseek-v4": "harness.toolcalls.xml_invoke:FORMATS[deepseek-v4]",
+    "minimax-m2": "harness.toolcalls.xml_invoke:FORMATS[minimax-m2]",
+    "minicpm": "harness.toolcalls.xml_invoke:FORMATS[minicpm]",
+    "muse-atem": "harness.toolcalls.xml_invoke:FORMATS[muse-atem]",
+    "nemotron-v2": "harness.toolcalls.json_calls:FORMATS[nemotron-v2]",
+    "apriel": "harness.toolcalls.json_calls:FORMATS[apriel]",
+    "granite": "harness.toolcalls.json_calls:FORMATS[granite]",
+    "firefunction-v2": "harness.toolcalls.json_calls:FORMATS[firefunction-v2]",
+    "command-r7b": "harness.toolcalls.json_calls:FORMATS[command-r7b]",
+    "command-r-plus": "harness.toolcalls.json_calls:FORMATS[command-r-plus]",
+    "apertus": "harness.toolcalls.json_calls:FORMATS[apertus]",
+    "minimax-m1": "harness.toolcalls.json_calls:FORMATS[minimax-m1]",
+    "gigachat": "harness.toolcalls.json_calls:FORMATS[gigachat]",
+    "gigachat3": "harness.toolcalls.json_calls:FORMATS[gigachat3]",
 }
 
 _loaded: dict[str, Format] = {}
@@ -46,8 +76,21 @@ def get_format(name: str) -> Format:
         raise KeyError(f"unknown tool-call format {name!r}{hint} (known: {', '.join(FORMATS)})")
     if name not in _loaded:
         module, attr = FORMATS[name].split(":")
-        _loaded[name] = getattr(importlib.import_module(module), attr)
+        attr, _, key = attr.partition("[")
+        obj = getattr(importlib.import_module(module), attr)
+        _loaded[name] = obj[key.rstrip("]")] if key else obj
     return _loaded[name]
+
+
+def describe_formats() -> dict[str, dict]:
+    """Every format with its reasoning delimiters (None: none, or reported by the format
+    itself), end-of-turn markers and description; REASONING_MODES lists the modes."""
+    out = {}
+    for name in FORMATS:
+        fmt = get_format(name)
+        out[name] = {"reasoning": fmt.reasoning.to_dict() if fmt.reasoning else None,
+                     "end_of_turn": list(fmt.end_of_turn), "description": fmt.description}
+    return out
 
 
 # Detection rules, most specific first.  Each is (format, predicate over the template
@@ -63,6 +106,28 @@ def _has(src: str, *needles: str) -> bool:
 
 
 _RULES = [
+    ("harmony", lambda s: _has(s, "<|channel|>", "<|start|>assistant", "to=") and "functions." in s),
+    ("gemma4", lambda s: "<|tool_call>call:" in s),
+    ("deepseek-r1", lambda s: _has(s, "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "```json")),
+    ("deepseek-v3.1", lambda s: _has(s, "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>")),
+    ("deepseek-v3.2", lambda s: _has(s, "｜DSML｜", "function_calls>")),
+    ("deepseek-v4", lambda s: _has(s, "｜DSML｜", "tool_calls>")),
+    ("kimi-k2", lambda s: _has(s, "<|tool_call_begin|>", "<|tool_call_argument_begin|>")),
+    ("minimax-m2", lambda s: "<minimax:tool_call>" in s and "ns_token" not in s),
+    ("minimax-m1", lambda s: _has(s, "<tool_calls>", "<beginning_of_sentence>")),
+    ("muse-atem", lambda s: _has(s, "<atem:function_calls>", "<atem:invoke")),
+    ("minicpm", lambda s: _has(s, '<function name="', '<param name="')),
+    ("seed-oss", lambda s: "<seed:tool_call>" in s),
+    ("lfm2", lambda s: "<|tool_call_start|>[" in s),
+    ("nemotron-v2", lambda s: "<TOOLCALL>[" in s),
+    ("apriel", lambda s: _has(s, "<tool_calls>[", "[BEGIN FINAL RESPONSE]")),
+    ("granite", lambda s: "<|tool_call|>" in s and "<tool_call>" not in s),
+    ("firefunction-v2", lambda s: "functools[" in s),
+    ("command-r7b", lambda s: "<|START_ACTION|>" in s),
+    ("command-r-plus", lambda s: "Action:\\n```json" in s or "Action:\n```json" in s),
+    ("apertus", lambda s: "<|tools_prefix|>" in s),
+    ("gigachat", lambda s: "<|function_call|>" in s),
+    ("gigachat3", lambda s: _has(s, "<|role_sep|>", "function call")),
     ("glm45", lambda s: _has(s, "<tool_call>", "<arg_key>", "<arg_value>")),
     ("qwen3-coder", lambda s: _has(s, "<tool_call>", "<function=", "<parameter=")),
     ("hermes", lambda s: "<function=" not in s and bool(_HERMES_OBJECT.search(s))),
@@ -89,6 +154,6 @@ def detect_format(template_text: str) -> str | None:
 
 
 __all__ = [
-    "FORMATS", "CallDelta", "Extraction", "Format", "StreamParser", "ToolCall",
-    "check_streaming", "detect_format", "format_names", "get_format", "reconstruct",
+    "FORMATS", "REASONING_MODES", "CallDelta", "Extraction", "Format", "Reasoning", "StreamParser", "ToolCall",
+    "check_streaming", "describe_formats", "detect_format", "format_names", "get_format", "reconstruct",
 ]

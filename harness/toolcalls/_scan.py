@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .base import Call, ToolIndex, dumps, loads
+from .base import Call, Scan, ToolIndex, dumps, loads
 
 MATCH, PARTIAL, NO = "match", "partial", "no"
 COMPLETE, INCOMPLETE, INVALID = "complete", "incomplete", "invalid"
@@ -49,6 +49,21 @@ def find_marker(text: str, pos: int, markers: tuple[str, ...], final: bool) -> t
                 hold = k
                 break
     return len(text) - hold, None
+
+
+def scan_markers(text: str, markers: tuple[str, ...], final: bool, block) -> Scan:
+    """The loop every marker-led format runs: text up to the next marker is content, then
+    block(scan, marker_start, marker) reads the call(s) there and returns where content
+    resumes, or None when the rest of the text is spoken for (or still arriving)."""
+    scan, pos = Scan(), 0
+    while True:
+        i, marker = find_marker(text, pos, markers, final)
+        scan.text(text[pos:i])
+        if marker is None:
+            return scan
+        pos = block(scan, i, marker)
+        if pos is None:
+            return scan
 
 
 def match_seq(text: str, pos: int, parts: tuple, final: bool) -> tuple[str, int, list[str]]:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 # Re-exported: format modules take their JSON helpers and ToolIndex from here.
 from ._json import dumps, loads, normalize_arguments
+from ._reason import NO_BLOCK, REASONING_MODES, THINK, Reasoning, cut_turn, split_reasoning
 from .tools import ToolIndex
 
 # --- canonical results ---------------------------------------------------------------
@@ -52,12 +53,17 @@ class ToolCall:
 
 @dataclass
 class Extraction:
+    """The parsed assistant message: content, reasoning ("" when none; OpenAI-style
+    `reasoning_content`) and calls, plus the extractor's error string (None when clean)."""
+
     calls: list[ToolCall] = field(default_factory=list)
     content: str = ""
     error: str | None = None
+    reasoning: str = ""
 
     def to_dict(self) -> dict:
-        return {"calls": [c.to_dict() for c in self.calls], "content": self.content, "error": self.error}
+        return {"calls": [c.to_dict() for c in self.calls], "content": self.content,
+                "reasoning": self.reasoning, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class CallDelta:
     id: str | None = None
     arguments_delta: str = ""
     content_delta: str = ""
+    reasoning_delta: str = ""
 
 
 # --- what a format's scan() returns ----------------------------------------------------
@@ -93,14 +100,30 @@ class Call:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Think:
+    """A piece of reasoning: its text, and the literal output it came from (which is
+    content instead when the stack leaves reasoning in the content)."""
+
+    text: str
+    literal: str = ""
+
+
 @dataclass
 class Scan:
-    pieces: list = field(default_factory=list)  # str (content) | Call, in text order
+    pieces: list = field(default_factory=list)  # str (content) | Think | Call, in text order
     errors: list[str] = field(default_factory=list)
 
     def text(self, s: str) -> None:
         if s:
             self.pieces.append(s)
+
+    def think(self, s: str, literal: str) -> None:
+        if s or literal:
+            self.pieces.append(Think(s, literal))
+
+    def reasoning(self) -> str:
+        return "".join(p.text for p in self.pieces if isinstance(p, Think)).strip()
 
     def call(self, c: Call) -> Call:
         self.pieces.append(c)
@@ -133,15 +156,25 @@ def build_extraction(scan: Scan) -> Extraction:
         else:
             errors.append(f"{label}: {c.error or 'incomplete call'}")
     errors.extend(scan.errors)
-    return Extraction(calls=calls, content=scan.content(), error="; ".join(errors) or None)
+    return Extraction(calls=calls, content=scan.content(), error="; ".join(errors) or None,
+                      reasoning=scan.reasoning())
 
 
 # --- format interface and the generic stream engine -----------------------------------
 
 
 class Format:
+    """A wire format.  Subclasses implement scan() over the part of the output after any
+    reasoning block; the message layer (message_scan) handles reasoning and end of turn.
+
+    reasoning: the block's delimiters (None: the format has none, or its scan reports
+    reasoning itself, as Harmony's analysis channel does).  end_of_turn: markers that end
+    the assistant's turn when a stack leaves them in the text (an EOS the model wrote)."""
+
     name: str = ""
     description: str = ""
+    reasoning: Reasoning | None = THINK
+    end_of_turn: tuple[str, ...] = ()
 
     def scan(self, text: str, tools: "ToolIndex", final: bool) -> Scan:  # pragma: no cover
         raise NotImplementedError
@@ -158,14 +191,65 @@ class Format:
                 scan.errors.append(f"internal parser error in {self.name}: {type(e).__name__}: {e}")
             return scan
 
-    def extract(self, text: str, tools: list[dict] | None = None) -> Extraction:
-        return build_extraction(self._safe_scan(text, ToolIndex.of(tools), final=True))
+    def message_scan(self, text: str, tools: "ToolIndex", final: bool, view: str = "separate",
+                     opened: bool = False) -> Scan:
+        """The whole output: end of turn, then the reasoning block, then scan() on the rest.
 
-    def stream_parser(self, tools: list[dict] | None = None) -> "StreamParser":
-        return StreamParser(self, tools)
+        view: "separate" (reasoning as Think pieces), "none" (their literal text is content)
+        or "tagged" (content, between the open and close tags: deepseek-legacy streams)."""
+        end, marker = cut_turn(text, self.end_of_turn, final)
+        errors: list[str] = []
+        if marker is not None:
+            final = True  # the turn is over: what follows the marker is not part of it
+            if final and text[end + len(marker):].strip():
+                errors.append(f"text after the end of turn {marker!r} ignored")
+        text = text[:end]
+        split = NO_BLOCK if self.reasoning is None else split_reasoning(self.reasoning, text, final, opened)
+        if split is None:
+            return Scan()
+        pieces: list = []
+        if split is not NO_BLOCK:
+            stop = split.body if split.body is not None else split.end
+            literal = text[:stop]
+            if view == "tagged":
+                r, inner = self.reasoning, text[split.start:split.end]
+                literal = r.open + inner + r.close if split.closed else (r.open + inner if inner else "")
+            pieces.append(Think(text[split.start:split.end], literal))
+        if split.body is not None:
+            body = self._safe_scan(text[split.body:], tools, final)
+            for p in body.pieces:
+                if isinstance(p, Call):
+                    p.start += split.body
+            pieces.extend(body.pieces)
+            errors = body.errors + errors
+        if view != "separate":
+            pieces = [p.literal if isinstance(p, Think) else p for p in pieces]
+        return Scan(pieces, errors)
+
+    def extract(self, text: str, tools: list[dict] | None = None, *, reasoning: str = "separate",
+                opened: bool = False) -> Extraction:
+        """The finished message.  reasoning: one of REASONING_MODES; opened: the generation
+        prompt opened the reasoning block (see Reasoning.opened_by / opened_by_prompt)."""
+        view = stream_view(reasoning, streaming=False)
+        return build_extraction(self.message_scan(text, ToolIndex.of(tools), True, view, opened))
+
+    def stream_parser(self, tools: list[dict] | None = None, *, reasoning: str = "separate",
+                      opened: bool = False) -> "StreamParser":
+        return StreamParser(self, tools, reasoning=reasoning, opened=opened)
+
+    def opened_by_prompt(self, prompt: str | None) -> bool:
+        return self.reasoning is not None and self.reasoning.opened_by(prompt)
 
     def __repr__(self) -> str:
         return f"<tool-call format {self.name}>"
+
+
+def stream_view(mode: str, streaming: bool) -> str:
+    if mode not in REASONING_MODES:
+        raise ValueError(f"unknown reasoning mode {mode!r} (known: {', '.join(REASONING_MODES)})")
+    if mode == "deepseek-legacy":
+        return "tagged" if streaming else "separate"
+    return mode
 
 
 class StreamParser:
@@ -174,11 +258,15 @@ class StreamParser:
     `violations` lists any partial scan that contradicted what was already emitted (a
     format bug: the tests require it to stay empty)."""
 
-    def __init__(self, fmt: Format, tools: list[dict] | None = None):
+    def __init__(self, fmt: Format, tools: list[dict] | None = None, *, reasoning: str = "separate",
+                 opened: bool = False):
         self._fmt = fmt
         self._tools = ToolIndex.of(tools)
+        self._view = stream_view(reasoning, streaming=True)
+        self._opened = opened
         self._buf = ""
         self._content = ""  # content emitted so far
+        self._reasoning = ""  # reasoning emitted so far
         self._calls: dict[int, list] = {}  # region start -> [index, name, id, args emitted]
         self.violations: list[str] = []  # partial scans that contradicted earlier ones
         self.finished = False
@@ -196,15 +284,15 @@ class StreamParser:
         return self._emit(final=True)
 
     def _emit(self, final: bool) -> list[CallDelta]:
-        scan = self._fmt._safe_scan(self._buf, self._tools, final)
+        scan = self._fmt.message_scan(self._buf, self._tools, final, self._view, self._opened)
         out: list[CallDelta] = []
-        content = scan.content()
-        if content.startswith(self._content):
-            if len(content) > len(self._content):
-                out.append(CallDelta(content_delta=content[len(self._content):]))
-                self._content = content
-        else:
-            self.violations.append(f"content changed after emission: {self._content!r} -> {content!r}")
+        for kind, now in (("reasoning", scan.reasoning()), ("content", scan.content())):
+            sent = getattr(self, f"_{kind}")
+            if not now.startswith(sent):
+                self.violations.append(f"{kind} changed after emission: {sent!r} -> {now!r}")
+            elif len(now) > len(sent):
+                out.append(CallDelta(**{f"{kind}_delta": now[len(sent):]}))
+                setattr(self, f"_{kind}", now)
         calls = scan.calls()
         seen = {c.start for c in calls}
         for start, slot in self._calls.items():
@@ -243,10 +331,12 @@ def reconstruct(deltas: Iterable[CallDelta]) -> Extraction:
     Calls whose concatenated argument text is not valid JSON were cut off or malformed
     mid-stream; they are dropped and reported, as extract() does."""
     content: list[str] = []
+    reasoning: list[str] = []
     slots: dict[int, list] = {}
     errors: list[str] = []
     for d in deltas:
         content.append(d.content_delta)
+        reasoning.append(d.reasoning_delta)
         if d.index < 0:
             continue
         slot = slots.get(d.index)
@@ -269,4 +359,5 @@ def reconstruct(deltas: Iterable[CallDelta]) -> Extraction:
         if tc.invalid:
             errors.append(f"call {name!r}: {tc.invalid}")
         calls.append(tc)
-    return Extraction(calls=calls, content="".join(content), error="; ".join(errors) or None)
+    return Extraction(calls=calls, content="".join(content), error="; ".join(errors) or None,
+                      reasoning="".join(reasoning))

@@ -14,12 +14,13 @@ MAX_SHRINK_ATTEMPTS = 400
 
 
 def _canon(ex: Extraction) -> dict:
-    return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content}
+    return {"calls": [c.to_dict() for c in ex.calls], "content": ex.content, "reasoning": ex.reasoning}
 
 
-def run_stream(fmt: Format, pieces: list[str], tools: list[dict] | None = None) -> tuple[list[CallDelta], list[str]]:
-    """Feed pieces, finish, and return (deltas, protocol problems)."""
-    parser = fmt.stream_parser(tools)
+def run_stream(fmt: Format, pieces: list[str], tools: list[dict] | None = None, **message) -> tuple[list[CallDelta], list[str]]:
+    """Feed pieces, finish, and return (deltas, protocol problems).  message: the
+    reasoning mode and `opened` flag, as for Format.extract()."""
+    parser = fmt.stream_parser(tools, **message)
     deltas: list[CallDelta] = []
     for piece in pieces:
         deltas.extend(parser.feed(piece))
@@ -40,8 +41,8 @@ def run_stream(fmt: Format, pieces: list[str], tools: list[dict] | None = None) 
     return deltas, problems
 
 
-def _problem(fmt: Format, pieces: list[str], want: dict, tools) -> str | None:
-    deltas, problems = run_stream(fmt, pieces, tools)
+def _problem(fmt: Format, pieces: list[str], want: dict, tools, message: dict) -> str | None:
+    deltas, problems = run_stream(fmt, pieces, tools, **message)
     got = _canon(reconstruct(deltas))
     if got != want:
         problems.append(
@@ -107,6 +108,8 @@ def check_streaming(
     seeds: Iterable[int] = range(20),
     tools: list[dict] | None = None,
     kinds: Iterable[str] = SPLIT_KINDS,
+    reasoning: str = "separate",
+    opened: bool = False,
 ) -> str | None:
     """None if every split of `text` streams to the same result as extract(text).
 
@@ -120,11 +123,12 @@ def check_streaming(
         fmt = get_format(fmt)
     if tokens_as_text is not None and "".join(tokens_as_text) != text:
         return f"{fmt.name}: token pieces do not concatenate to the output text"
-    want = _canon(fmt.extract(text, tools))
+    message = {"reasoning": reasoning, "opened": opened}
+    want = _canon(streamed_reference(fmt, text, tools, reasoning, opened))
     kinds = set(kinds)
 
     def fails(pieces: list[str]) -> bool:
-        return _problem(fmt, pieces, want, tools) is not None
+        return _problem(fmt, pieces, want, tools, message) is not None
 
     for kind, label, pieces in split_plans(text, tokens_as_text, seeds):
         if kind not in kinds or not fails(pieces):
@@ -133,5 +137,13 @@ def check_streaming(
             pieces = _shrink(pieces, fails)
             label += f", shrunk to {len(pieces)} deltas"
         return (f"{fmt.name}: streaming differs from extract() ({label}):\n"
-                f"  deltas: {pieces!r}\n  {_problem(fmt, pieces, want, tools)}")
+                f"  deltas: {pieces!r}\n  {_problem(fmt, pieces, want, tools, message)}")
     return None
+
+
+def streamed_reference(fmt: Format, text: str, tools, reasoning: str = "separate", opened: bool = False) -> Extraction:
+    """What a stream of `text` must reconstruct to under a reasoning mode."""
+    from .base import ToolIndex, build_extraction, stream_view
+
+    view = stream_view(reasoning, streaming=True)
+    return build_extraction(fmt.message_scan(text, ToolIndex.of(tools), True, view, opened))

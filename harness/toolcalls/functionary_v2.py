@@ -14,6 +14,7 @@ PREFILLED = (NAME, SPACES, "\n", CONTENT)
 
 class FunctionaryV2(Format):
     name = "functionary-v2"
+    reasoning = None  # these models write no reasoning block
     description = (
         "Functionary v2 (meetkai/functionary-*-v2.x) writes one message per recipient: "
         "<|from|>assistant\\n<|recipient|>all\\n<|content|>I will check.\\n<|from|>assistant\\n"

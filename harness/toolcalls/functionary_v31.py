@@ -10,6 +10,7 @@ OPEN, CLOSE, PYTHON_TAG = "<function=", "</function>", "<|python_tag|>"
 
 class FunctionaryV31(Format):
     name = "functionary-v3.1"
+    reasoning = None  # these models write no reasoning block
     description = (
         "Functionary v3.1 (meetkai/functionary-medium-v3.1, Llama 3.1 based) writes "
         '<function=get_weather>{"city": "Paris"}</function>, several calls back to back, text '

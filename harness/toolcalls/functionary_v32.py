@@ -10,6 +10,7 @@ PREFIX = ">>>"
 
 class FunctionaryV32(Format):
     name = "functionary-v3.2"
+    reasoning = None  # these models write no reasoning block
     description = (
         "Functionary v3.2 (meetkai/functionary-medium-v3.2) addresses every segment: "
         '>>>all\\nLet me check.>>>get_weather\\n{"city": "Paris"}. The template prefills the '

@@ -10,6 +10,7 @@ ASSISTANT, OBSERVATION = "<|assistant|>", "<|observation|>"
 
 class Glm4(Format):
     name = "glm4"
+    reasoning = None  # these models write no reasoning block
     description = (
         "GLM-4 (glm-4-9b-chat, GLM-4-0414) puts a tool call in the assistant message's "
         'metadata line: get_weather\\n{"city": "Paris"}. Several calls are separate assistant '

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Scan, ToolIndex, dumps
-from ._scan import MATCH, PARTIAL, WS, coerce_value, cut_header, find_marker, match_seq, skip_ws
+from ._scan import MATCH, PARTIAL, WS, coerce_value, cut_header, find_marker, match_seq, scan_markers, skip_ws
 from .hermes import skip_broken
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -19,6 +19,9 @@ ARG_HEAD = (KEY_OPEN, KEY, "</arg_key>", WS, "<arg_value>")
 
 class Glm45(Format):
     name = "glm45"
+    # Ling 3 speaks this format and ends its turn with <|role_end|>; GLM's own turn ends
+    # are the next role tags.
+    end_of_turn = ("<|role_end|>", "<|user|>", "<|observation|>")
     description = (
         "GLM-4.5, 4.6 and 4.7 write <tool_call>get_weather\\n<arg_key>city</arg_key>\\n"
         "<arg_value>Paris</arg_value>\\n</tool_call> (4.7 omits the newlines). Values are raw "
@@ -27,19 +30,14 @@ class Glm45(Format):
         '(so 3 -> 3, {"a": 1} -> object) and otherwise stays a string. Text outside the '
         "blocks is content. Only </tool_call> proves that no argument is missing, so a block "
         "cut anywhere before it is truncated: no call and an error, like duplicate keys or a "
-        "block without a function name."
+        "block without a function name. A value whose </arg_value> is missing is ended by the "
+        "block's </tool_call> (the call is kept, with a warning in the error), as qwen3-coder "
+        "tolerates a missing </parameter>. The reasoning block is <think>...</think>; "
+        "<|role_end|> (Ling 3), <|user|> and <|observation|> end the turn."
     )
 
     def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
-        scan, pos = Scan(), 0
-        while True:
-            i, marker = find_marker(text, pos, (OPEN,), final)
-            scan.text(text[pos:i])
-            if marker is None:
-                return scan
-            pos = self._block(scan, text, i, tools, final)
-            if pos is None:
-                return scan
+        return scan_markers(text, (OPEN,), final, lambda scan, i, _: self._block(scan, text, i, tools, final))
 
     def _block(self, scan: Scan, text: str, start: int, tools: ToolIndex, final: bool) -> int | None:
         p = skip_ws(text, start + len(OPEN))
@@ -58,13 +56,18 @@ class Glm45(Format):
             p = skip_ws(text, p)
             status, vstart, caps = match_seq(text, p, ARG_HEAD, final)
             if status == MATCH:
-                end = text.find(VALUE_CLOSE, vstart)
-                if end == -1:
+                end, mark = find_marker(text, vstart, (VALUE_CLOSE, CLOSE), True)
+                if mark is None:
                     return self._broken(call, "truncated <arg_value>") if final else None
                 key = caps[0].strip()
                 if key in params:
                     return self._skip(text, call, end, f"duplicate argument {key!r}")
                 raw = text[vstart:end]
+                if mark == CLOSE:  # </tool_call> ends the value and the block
+                    params[key] = coerce_value(raw.rstrip("\n"), tools.param_schema(name, key), untyped_json=True)
+                    call.args, call.state = dumps(params), "done"
+                    call.error = f"missing {VALUE_CLOSE} before {CLOSE} (call kept: the block is closed)"
+                    return end + len(CLOSE)
                 params[key] = coerce_value(raw, tools.param_schema(name, key), untyped_json=True)
                 p = end + len(VALUE_CLOSE)
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .base import Call, Format, Scan, ToolIndex
-from ._scan import MATCH, PARTIAL, json_call, json_call_header, match_seq
+from ._scan import MATCH, PARTIAL, find_marker, json_call, json_call_header, match_seq
 
 PYTHON_TAG = "<|python_tag|>"
 KEY_START = re.compile(r'\{\s*"')  # an object whose first key has started
@@ -15,11 +15,13 @@ SEPARATORS = " \t\r\n;"
 
 class Llama3Json(Format):
     name = "llama3-json"
+    reasoning = None  # these models write no reasoning block
     description = (
         'Llama 3.1/3.2/3.3 answer a tool call with a bare JSON object, {"name": "get_weather", '
         '"parameters": {"city": "Paris"}}, optionally preceded by <|python_tag|>; "arguments" '
         'is accepted for "parameters" and an optional leading "type": "function" member is '
-        "allowed. A call may start at the beginning of the output or of any line, and several "
+        "allowed. A call may start at the beginning of the output or of any line, or at a "
+        "<|python_tag|> after text on a line (Let me check. <|python_tag|>{...}: the text before it is content), and several "
         "calls may follow each other separated by ';' and/or whitespace (those separators are "
         "not content). An object is only a call when it starts with \"name\" (a string) "
         "immediately followed by the arguments key - the prefix llama.cpp and vLLM match - so "
@@ -50,6 +52,15 @@ class Llama3Json(Format):
                 continue
             j = text.find("\n", pos)
             stop = n if j == -1 else j + 1
+            # <|python_tag|> later on the line (after text) starts a call there
+            t, tag = find_marker(text[:stop], pos + 1, (PYTHON_TAG,), final or j != -1)
+            if tag is not None and self._call_start(text, t, final) not in (-1,):
+                scan.text(text[pos:t])
+                pos = t
+                continue
+            if tag is None and t < stop:  # the line ends in what may become the tag
+                scan.text(text[pos:t])
+                return scan
             scan.text(text[pos:stop])
             pos = stop
         return scan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Call, Format, Scan, ToolIndex
+from .base import Call, Format, Reasoning, Scan, ToolIndex
 from ._scan import MATCH, NAME, PARTIAL, find_marker, json_args, json_call, match_seq, skip_ws
 
 TAG = "[TOOL_CALLS]"
@@ -14,6 +14,7 @@ CALL_ID_VALUE = re.compile(r"[^\[\]\s]+")
 
 class Mistral(Format):
     name = "mistral"
+    reasoning = Reasoning("[THINK]", "[/THINK]")  # Magistral, Ministral 3 Reasoning
     description = (
         "Mistral models announce calls with the [TOOL_CALLS] token. Older models (Nemo, "
         'Small 3.0) follow it with a JSON array: [TOOL_CALLS][{"name": "get_weather", '

@@ -7,8 +7,8 @@ import math
 import re
 from typing import Any
 
-from .base import Call, Format, Scan, ToolIndex, dumps
-from ._scan import COMPLETE, INCOMPLETE, MATCH, PARTIAL, WS, match_seq, skip_ws
+from .base import THINK, Call, Format, Scan, ToolIndex, dumps
+from ._scan import COMPLETE, INCOMPLETE, MATCH, PARTIAL, WS, find_marker, match_seq, skip_ws
 
 START, END = "<|python_start|>", "<|python_end|>"
 DOTTED = re.compile(r"[A-Za-z_][\w.]*")
@@ -73,12 +73,26 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def call_arguments(src: str, name: str) -> tuple[str | None, str | None]:
+class _JsonNames(ast.NodeTransformer):
+    """true/false/null as the constants (LFM2 writes dict arguments with tojson)."""
+
+    NAMES = {"true": True, "false": False, "null": None}
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.NAMES:
+            return ast.copy_location(ast.Constant(self.NAMES[node.id]), node)
+        return node
+
+
+def call_arguments(src: str, name: str, json_names: bool = False) -> tuple[str | None, str | None]:
     """(arguments JSON, None) for a literal-only keyword call, else (None, error).
 
-    Uses ast.parse + ast.literal_eval: nothing from the model is ever evaluated."""
+    Uses ast.parse + ast.literal_eval: nothing from the model is ever evaluated.
+    json_names: also accept true/false/null."""
     try:
         node = ast.parse(src, mode="eval").body
+        if json_names:
+            node = _JsonNames().visit(node)
     except _AST_ERRORS as e:
         return None, f"not a Python call: {type(e).__name__}: {e}"
     if not isinstance(node, ast.Call) or _dotted(node.func) != name:
@@ -104,6 +118,8 @@ def call_arguments(src: str, name: str) -> tuple[str | None, str | None]:
 
 class Pythonic(Format):
     name = "pythonic"
+    json_names = False
+    reasoning = None  # these models write no reasoning block
     description = (
         "Llama 3.2 / Llama 4 pythonic tool calling: the reply starts with a Python list of "
         "calls, [get_weather(city='Paris', days=3), get_time(tz=\"UTC\")], optionally wrapped "
@@ -163,7 +179,7 @@ class Pythonic(Format):
             if state != COMPLETE:
                 call.state, call.error = "broken", "unbalanced brackets in the call"
                 return self._abandon(scan, text, start, final, None)
-            args, error = call_arguments(text[q:end], caps[0])
+            args, error = call_arguments(text[q:end], caps[0], self.json_names)
             if error:
                 call.state, call.error = "broken", error
                 return self._abandon(scan, text, start, final, None)
@@ -189,3 +205,64 @@ class Pythonic(Format):
 
 
 FORMAT = Pythonic()
+
+
+class Lfm2(Pythonic):
+    """LFM2 / LFM2.5: the same call list between <|tool_call_start|> and <|tool_call_end|>."""
+
+    name = "lfm2"
+    reasoning = THINK
+    json_names = True
+    end_of_turn = ("<|im_end|>",)
+    description = (
+        "Liquid LFM2 and LFM2.5 write a pythonic call list between special tokens: <|tool_call_start|>"
+        "[get_weather(city='Paris', days=3)]<|tool_call_end|>, anywhere in the reply (text before and after "
+        "is content). Values are Python literals (read with ast.literal_eval, never evaluated); dict values "
+        "are written as JSON, so true/false/null are accepted too. Reasoning is <think>...</think>. Complete "
+        "calls are kept when a later one in the list is truncated or malformed (an error); the list's text is "
+        "never content; a list whose <|tool_call_end|> is missing at the very end keeps its calls, with an error."
+    )
+    OPEN, CLOSE = "<|tool_call_start|>", "<|tool_call_end|>"
+
+    def scan(self, text: str, tools: ToolIndex, final: bool) -> Scan:
+        scan, pos = Scan(), 0
+        while True:
+            i, marker = find_marker(text, pos, (self.OPEN,), final)
+            scan.text(text[pos:i])
+            if marker is None:
+                return scan
+            p = skip_ws(text, i + len(self.OPEN))
+            status, _, _ = match_seq(text, p, ("[", WS, DOTTED, WS, "("), final)
+            if status == PARTIAL:
+                if final:
+                    scan.errors.append(f"truncated: output ended after {self.OPEN}")
+                return scan
+            if status != MATCH and p >= len(text):
+                scan.errors.append(f"truncated: output ended after {self.OPEN}")
+                return scan
+            end = self._list(scan, text, p, final) if status == MATCH else self._not_a_list(scan, text, p)
+            if end is None:
+                return scan
+            q = skip_ws(text, end)
+            status, after, _ = match_seq(text, q, (self.CLOSE,), final)
+            if status == PARTIAL:
+                return scan
+            if status == MATCH:
+                pos = after
+            elif self.CLOSE.startswith(text[q:]):
+                scan.errors.append(f"missing {self.CLOSE} at end of output (calls kept)")
+                return scan
+            else:
+                scan.errors.append(f"unexpected text after the call list, before {self.CLOSE}")
+                j = text.find(self.CLOSE, q)
+                if j == -1:
+                    return scan
+                pos = j + len(self.CLOSE)
+
+    def _not_a_list(self, scan: Scan, text: str, p: int) -> int | None:
+        scan.errors.append(f"expected a call list [name(...)] after {self.OPEN}")
+        j = text.find(self.CLOSE, p)
+        return None if j == -1 else j
+
+
+LFM2 = Lfm2()

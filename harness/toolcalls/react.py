@@ -14,6 +14,7 @@ HEADER = (ACTION, REST_OF_LINE, "\n", WS, INPUT, SPACES)
 
 class React(Format):
     name = "react"
+    reasoning = None  # these models write no reasoning block
     description = (
         "ReAct prompting (Qwen2 / Qwen-Agent function calling, LangChain agents): "
         'Thought: I need the weather.\\nAction: get_weather\\nAction Input: {"city": "Paris"}. '
