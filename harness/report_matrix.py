@@ -26,7 +26,7 @@ table.matrix thead tr.r2 th{top:var(--r1,24px)}
 table.matrix tbody th{position:sticky;left:0;z-index:1;background:#fff;font-size:12px}
 table.matrix thead th.corner{left:0;z-index:3}
 table.matrix th.fam button{border:0;background:none;cursor:pointer;font-weight:700;padding:0 4px}
-table.matrix .s{display:none}table.matrix td.cell{padding:2px 3px;text-align:center}
+table.matrix .sm{display:none}table.matrix td.cell{padding:2px 3px;text-align:center}
 td.cell.changed{outline:3px solid #6a1b9a;outline-offset:-3px}td.cell.changed a:after{content:" Δ";color:#6a1b9a;font-weight:700}
 table.matrix.only tbody tr:not(.bad){display:none}
 table.matrix.only td.cell:not(.fail):not(.changed){opacity:.2}
@@ -54,7 +54,7 @@ if(t.offsetWidth>box.clientWidth){r1.querySelectorAll('th.fam').forEach(function
 
 
 def _collapse_css(n: int) -> str:
-    return "".join(f"table.matrix.c{i} .f{i}.b{{display:none}}table.matrix.c{i} .f{i}.s{{display:table-cell}}"
+    return "".join(f"table.matrix.c{i} .f{i}.bk{{display:none}}table.matrix.c{i} .f{i}.sm{{display:table-cell}}"
                    for i in range(n))
 
 
@@ -79,9 +79,10 @@ def matrix_html(matrix: Any, changed: set[tuple[str, str, str]], *, anchor: Call
                    f"<button title=\"collapse or expand {e(fam)}\">▾</button>{e(fam)}</th>")
     out.append('</tr><tr class="r2">')
     for i, fam in enumerate(fams):
-        out += [f'<th class="f{i} b" title="{e(b)}">{e(SHORT.get(b, b))}</th>' for b in matrix.backends[fam]]
-        out.append(f'<th class="f{i} s">all</th>')
+        out += [f'<th class="f{i} bk" title="{e(b)}">{e(SHORT.get(b, b))}</th>' for b in matrix.backends[fam]]
+        out.append(f'<th class="f{i} sm">all</th>')
     out.append("</tr></thead><tbody>")
+    rows = []
     for model in matrix.models:
         row, bad = [], False
         for i, fam in enumerate(fams):
@@ -90,17 +91,18 @@ def matrix_html(matrix: Any, changed: set[tuple[str, str, str]], *, anchor: Call
             for b in matrix.backends[fam]:
                 c = matrix.cell(model, fam, b)
                 if c is None:
-                    row.append(f'<td class="cell empty f{i} b">·</td>')
+                    row.append(f'<td class="cell empty f{i} bk">·</td>')
                     continue
                 total.update(c.counts)
                 ch = (model, fam, b) in changed
                 fam_bad |= bool(c.counts.get("fail")) or ch
-                row.append(f'<td class="cell {cell_class(c.counts)}{" changed" if ch else ""} f{i} b" title="{e(model)} · '
+                row.append(f'<td class="cell {cell_class(c.counts)}{" changed" if ch else ""} f{i} bk" title="{e(model)} · '
                            f'{e(fam)} · {e(b)}"><a href="#{anchor(model, fam, b)}">{badges(c.counts)}</a></td>')
             bad |= fam_bad
             cls = cell_class(total) if total else "empty"
-            row.append(f'<td class="cell {cls}{" changed" if fam_bad and not total.get("fail") else ""} f{i} s">'
+            row.append(f'<td class="cell {cls}{" changed" if fam_bad and not total.get("fail") else ""} f{i} sm">'
                        f"{badges(total) if total else '·'}</td>")
-        out.append(f'<tr{" class=bad" if bad else ""}><th>{e(model)}</th>{"".join(row)}</tr>')
+        rows.append((not bad, f'<tr{" class=bad" if bad else ""}><th>{e(model)}</th>{"".join(row)}</tr>'))
+    out += [r for _, r in sorted(rows, key=lambda r: r[0])]          # rows that fail or changed first (stable)
     out.append(f"</tbody></table></div><script>{JS}</script>")
     return "\n".join(out)
