@@ -28,7 +28,7 @@ from typing import Any
 
 from .report import CSS, GOLDENS_FILE, bench_history, load_bench_run
 from .report import write_atomic as _write
-from .report_sections import failure_excerpt
+from .report_sections import diff_html, failure_excerpt
 
 CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
 OUTCOME_ORDER = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "failed": 4, "error": 5}
@@ -365,13 +365,7 @@ def render_html(c: Comparison, limit: int = 2000) -> str:
     out += [f"<li>{e(ln)}</li>" for ln in _summary(c)]
     out.append("</ul>")
 
-    def diff_block(text: str) -> str:
-        rows = []
-        for ln in text.splitlines():
-            cls = "add" if ln.startswith("+") and not ln.startswith("+++") else (
-                "del" if ln.startswith("-") and not ln.startswith("---") else "")
-            rows.append(f'<span class="{cls}">{e(ln)}</span>' if cls else e(ln))
-        return "<pre>" + "\n".join(rows) + "</pre>"
+    diff_block = diff_html
 
     if c.changed_goldens:
         out.append("<h2>Changed goldens</h2>")
