@@ -86,11 +86,23 @@ def change_groups(c: Any) -> dict[str, list[Any]]:
     return groups
 
 
+def _n(k: int, one: str, many: str) -> str:
+    return f"{k} {one if k == 1 else many}"
+
+
 def changes_summary(c: Any) -> str:
     g = change_groups(c)
     changed = [x for x in c.goldens if x.kind == "changed"]
-    return (f"{len(c.statuses)} checks changed status ({len(g['new findings'])} new findings, {len(g['fixed'])} fixed), "
-            f"{len(changed)} goldens changed, {sum(x.kind != 'changed' for x in c.goldens)} on one side only")
+    new = _n(len(g["new findings"]), "new finding", "new findings")
+    return (f"{_n(len(c.statuses), 'check', 'checks')} changed status ({new}, {len(g['fixed'])} fixed), "
+            f"{_n(len(changed), 'golden', 'goldens')} changed, {sum(x.kind != 'changed' for x in c.goldens)} "
+            "on one side only")
+
+
+def status_label(outcome: str | None, message: str = "") -> str:
+    if outcome == "failed" and message.lstrip().startswith("[XPASS(strict)]"):
+        return "unexpected pass"
+    return outcome or "—"
 
 
 # --- HTML ---------------------------------------------------------------------------------------------
@@ -160,11 +172,12 @@ def changes_html(c: Any | None, limit: int = 500) -> str:
         if not items:
             continue
         out.append(f"<h3>{e(title)} ({len(items)})</h3><table><tr><th>check</th><th>was</th><th>now</th>"
-                   "<th>case file:line</th><th>short diff (now)</th></tr>")
-        for s in items[:limit]:
-            diff = diff_html(short_diff(s.message)) if s.message and s.new in ATTENTION else ""
+                   "<th>case file:line</th><th></th></tr>")
+        for s in items[:limit]:     # what fails now is in "Needs attention", with its diff
+            where = '<a href="#attention">diff above</a>' if s.new in ATTENTION else ""
             out.append(f"<tr><td><code>{e(s.nodeid.split('::')[-1])}</code></td><td>{e(s.old or '—')}</td>"
-                       f"<td>{e(s.new or '—')}</td><td><code>{e(s.location or '')}</code></td><td>{diff}</td></tr>")
+                       f"<td>{e(status_label(s.new, s.message))}</td><td><code>{e(s.location or '')}</code></td>"
+                       f"<td>{where}</td></tr>")
         out.append("</table>")
     golds = list(c.goldens)
     if golds:
@@ -248,7 +261,7 @@ def changes_md(c: Any | None, limit: int = 200) -> list[str]:
     for title, items in change_groups(c).items():
         if items:
             out += [f"### {title} ({len(items)})", "", "| check | was | now | case file:line |", "|---|---|---|---|"]
-            out += [f"| `{s.nodeid.split('::')[-1]}` | {s.old or '—'} | {s.new or '—'} | {s.location or ''} |"
+            out += [f"| `{s.nodeid.split('::')[-1]}` | {s.old or '—'} | {status_label(s.new, s.message)} | {s.location or ''} |"
                     for s in items[:limit]] + [""]
     golds = list(c.goldens)
     if golds:
