@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge_p.add_argument("--allow-mixed", action="store_true",
                          help="merge shards of different stacks anyway (the report marks the mix)")
     merge_p.add_argument("--baseline", help="a previous result set: the report lists what changed against it")
+    merge_p.add_argument("--golden-dir", help="goldens folder for the stale-golden check of a run of whole modules "
+                                              "(default: <root>/golden)")
     merge_p.set_defaults(func=cmd_merge)
 
     report_p = sub.add_parser("report", help="write a reports folder's report.html and report.md again "

@@ -249,13 +249,28 @@ def merged_junit(shards: list[Shard]) -> ET.ElementTree | None:
     return ET.ElementTree(top)
 
 
-def merge(dirs: list[Path], out: Path, *, allow_mixed: bool = False, baseline: Path | None = None) -> dict[str, Any]:
+def stale_goldens(shards: list[Shard], tests: list[dict[str, Any]], golden_dir: Path | None) -> list[str] | None:
+    """Goldens no check of the whole run produced (review.stale_goldens), when every shard ran
+    whole modules (a shard alone cannot tell); None when not checked."""
+    if golden_dir is None or not Path(golden_dir).is_dir() or not all(
+            (s.doc.get("shard") or {}).get("whole_modules") for s in shards):
+        return None
+    from .review import stale_goldens as find
+    return [str(f.relative_to(golden_dir)) for f in find(Path(golden_dir), tests)]
+
+
+def merge(dirs: list[Path], out: Path, *, allow_mixed: bool = False, baseline: Path | None = None,
+          golden_dir: Path | None = None) -> dict[str, Any]:
     """Merge shard folders into `out`; returns the merged results document."""
     shards = [load_shard(Path(d)) for d in dirs]
     mixed = check_set(shards, allow_mixed=allow_mixed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = merged_results(shards, mixed)
+    stale = stale_goldens(shards, doc["tests"], golden_dir)
+    if stale:
+        doc["stale_goldens"] = {"found": stale}
+        doc["exitstatus"] = max(doc["exitstatus"], 1)
     report.write_atomic(out / "results.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     goldens = merged_goldens(shards)
     if goldens is not None:
@@ -276,7 +291,8 @@ def run(ns) -> int:
     """`harness merge` (arguments: see harness/cli.py)."""
     try:
         doc = merge([Path(d) for d in ns.dirs], Path(ns.out), allow_mixed=ns.allow_mixed,
-                    baseline=Path(ns.baseline) if ns.baseline else None)
+                    baseline=Path(ns.baseline) if ns.baseline else None,
+                    golden_dir=Path(ns.golden_dir) if ns.golden_dir else Path(ns.root) / "golden")
     except MergeError as exc:
         print(f"harness merge: {exc}", file=sys.stderr)
         return 2
@@ -288,4 +304,11 @@ def run(ns) -> int:
           f"({', '.join(f'{n} {k}' for k, n in sorted(doc['counts'].items()))}) into {ns.out}")
     for m in doc["merged"]["mixed"]:
         print(f"MIXED {m['key']}: " + "; ".join(f"{d}: {v}" for d, v in m["values"].items()))
+    stale = (doc.get("stale_goldens") or {}).get("found") or []
+    if stale:
+        print(f"goldens: {len(stale)} stale (no check of the merged run produced them; `harness run "
+              "--update-goldens` removes them):", file=sys.stderr)
+        for f in stale[:20]:
+            print(f"  {f}", file=sys.stderr)
+        return 1
     return 0

@@ -185,7 +185,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     pytest-timeout is configured explicitly (--timeout or the ini `timeout`)."""
     if config.getoption("--shard"):
         from .shard import select
-        config.stash[RESULTS_KEY]["shard"] = select(config, items)
+        config.stash[RESULTS_KEY]["shard"] = record = select(config, items)
+        record["whole_modules"] = _whole_modules(config, shard=False)   # stale goldens: `harness merge`
     limit = config.getoption("--case-timeout")
     if not limit or not config.pluginmanager.hasplugin("timeout"):
         return
@@ -485,9 +486,10 @@ def _empty_shard(session: pytest.Session, state: dict) -> None:
                       f"results written to {os.path.relpath(state['written'])}")
 
 
-def _whole_modules(config: pytest.Config) -> bool:
-    """The run covers whole test modules: no case, backend, keyword, mark or node selection."""
-    return not (config.getoption("--case") or config.getoption("--backend") or config.getoption("--shard")
+def _whole_modules(config: pytest.Config, shard: bool = True) -> bool:
+    """The run covers whole test modules: no case, backend, keyword, mark or node selection (and,
+    unless shard=False, no --shard: the merge of all shards covers them)."""
+    return not (config.getoption("--case") or config.getoption("--backend") or (shard and config.getoption("--shard"))
                 or config.option.keyword
                 or config.option.markexpr or getattr(config.option, "lf", False)
                 or any("::" in str(a) for a in config.args))

@@ -184,4 +184,21 @@ def test_merged_report_lists_changes_against_a_baseline(shards, tmp_path):
     top = page.index('id="changes"')
     assert top < page.index('id="matrix"') < page.index('id="provenance"')
     assert "new findings (1)" in page and "test_render[a,x,gen,hf]" in page[top:page.index('id="matrix"')]
-    assert "1 new findings" in md.split("## Matrix")[0] and "Δ" in md
+    assert "1 check changed status (1 new finding, 0 fixed)" in md.split("## Matrix")[0] and "Δ" in md
+
+
+def test_stale_goldens_are_found_when_every_shard_ran_whole_modules(shards, tmp_path, capsys):
+    golden = tmp_path / "golden" / "test_templates"
+    golden.mkdir(parents=True)
+    (golden / "test_render[a,x,gen,hf].json").write_text("A\n")
+    (golden / "test_render[gone,x,gen,hf].json").write_text("old\n")
+    args = ["merge", *map(str, shards), "--out", str(tmp_path / "m"), "--golden-dir", str(tmp_path / "golden")]
+    assert main(args) == 0                                   # shards of a --case selection: not checked
+    for s in shards:
+        d = json.loads((s / "results.json").read_text())
+        d["shard"]["whole_modules"] = True
+        (s / "results.json").write_text(json.dumps(d))
+    assert main(args) == 1
+    assert "test_templates/test_render[gone,x,gen,hf].json" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["stale_goldens"] == {
+        "found": ["test_templates/test_render[gone,x,gen,hf].json"]}
