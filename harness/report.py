@@ -534,7 +534,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
            ' · <a href="#details">details</a> · <a href="#provenance">provenance</a></p>']
     out.append(sections.attention_html(tests, lambda t: anchor(*classify(t))))
     out.append(sections.changes_html(changes))
-    out.append("<h2>Matrix: model × check family × backend</h2>")
+    out.append('<h2 id="matrix">Matrix: model × check family × backend</h2>')
     out.append(matrix_html(matrix, changed_cells(tests, changes), anchor=anchor, badges=_badges,
                            cell_class=_cell_class, legend=LEGEND))
 

@@ -34,7 +34,7 @@ table.matrix.only td.cell:not(.fail):not(.changed){opacity:.2}
 
 JS = """
 (function(){
-var t=document.getElementById('matrix');if(!t)return;
+var t=document.getElementById('mtable');if(!t)return;
 var r1=t.tHead.rows[0];t.style.setProperty('--r1',r1.offsetHeight+'px');
 function set(i,collapsed){
   t.classList.toggle('c'+i,collapsed);
@@ -71,7 +71,7 @@ def matrix_html(matrix: Any, changed: set[tuple[str, str, str]], *, anchor: Call
            '<span class="b xfail">xfail</span><span class="b skip">skip</span>; '
            '<b style="color:#6a1b9a">Δ</b> changed since the baseline; ▾/▸ collapses a family. '
            "Click a cell for its details.</span></div>",
-           '<div class="mwrap"><table class="matrix" id="matrix"><thead><tr class="r1">'
+           '<div class="mwrap"><table class="matrix" id="mtable"><thead><tr class="r1">'
            '<th class="corner" rowspan="2">model</th>']
     for i, fam in enumerate(fams):
         n = len(matrix.backends[fam])
