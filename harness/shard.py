@@ -25,10 +25,13 @@ from typing import Any, Iterable
 
 SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
-# seconds per check, by family (a first guess, replaced by measured durations when given)
-FAMILY_COST_S = {"templates": 0.05, "tokenizer": 1.5, "generation": 2.0, "toolcalls": 0.5, "hostile": 0.3,
+# Seconds per check by family and backend, else by family: rounded means of one measured run
+# (smollm2, two vocab-only cases, five templates; 2 cores), used where no durations are given.
+CHECK_COST_S = {("templates", "hf"): 0.25, ("tokenizer", "llama-cpp-python"): 0.9, ("tokenizer", "llama-server"): 1.0,
+                ("generation", "llama-cpp-python"): 1.5, ("generation", "llama-server"): 0.8,
+                ("toolcalls", "llama-cpp-python"): 0.15, ("toolcalls", "llama-server"): 6.0}
+FAMILY_COST_S = {"templates": 0.02, "tokenizer": 0.05, "generation": 0.5, "toolcalls": 0.15, "hostile": 0.05,
                  "case_files": 0.01}
-BACKEND_FACTOR = {"llama-server": 2.0, "hf": 1.5}
 LOAD_S_PER_MB = 0.02          # loading a case's model, once per backend that uses it
 
 
@@ -67,7 +70,7 @@ def unit_of(nodeid: str, harness_item: Any | None) -> Unit:
         return Unit(nodeid, nodeid, FAMILY_COST_S.get(family, 0.1))
     case = harness_item.case
     family = harness_item.check.split(".")[0]
-    cost = FAMILY_COST_S.get(family, 0.5) * BACKEND_FACTOR.get(harness_item.backend or "", 1.0)
+    cost = CHECK_COST_S.get((family, harness_item.backend or ""), FAMILY_COST_S.get(family, 0.5))
     return Unit(nodeid, case.id, cost, harness_item.check)
 
 
