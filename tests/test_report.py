@@ -155,12 +155,16 @@ def test_write_report_never_raises(tmp_path, capsys):
     assert "could not write the report" in capsys.readouterr().err
 
 
+def report_of(folder: Path, *tests: dict) -> str:
+    """report.html of a run with these records."""
+    (folder / "results.json").write_text(json.dumps(results_doc(list(tests))))
+    report.build_report(folder)
+    return (folder / "report.html").read_text()
+
+
 def test_html_escapes_messages(tmp_path):
-    tests = [rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "failed", "s", "templates.render", "hf",
-                 "<script>alert(1)</script>")]
-    (tmp_path / "results.json").write_text(json.dumps(results_doc(tests)))
-    report.build_report(tmp_path)
-    page = (tmp_path / "report.html").read_text()
+    page = report_of(tmp_path, rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "failed", "s",
+                                   "templates.render", "hf", "<script>alert(1)</script>"))
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page   # (the page has its own script)
 
 
@@ -218,18 +222,13 @@ def test_matrix_fits_a_laptop_screen_sticky_collapsing_filterable(run_dir):
 
 
 def test_a_strict_xpass_is_an_unexpected_pass(tmp_path):
-    tests = [rec("harness/suite/test_tokenizer.py::test_roundtrip[g,hf]", "failed", "g", "tokenizer.roundtrip", "hf",
-                 "[XPASS(strict)] known defect (cases/g.yaml:9): claimed loss")]
-    (tmp_path / "results.json").write_text(json.dumps(results_doc(tests)))
-    report.build_report(tmp_path)
-    page = (tmp_path / "report.html").read_text()
+    page = report_of(tmp_path, rec("harness/suite/test_tokenizer.py::test_roundtrip[g,hf]", "failed", "g",
+                                   "tokenizer.roundtrip", "hf", "[XPASS(strict)] known defect (cases/g.yaml:9): claimed loss"))
     assert "0 failed, 0 errors, 1 unexpected passes" in page and ">unexpected pass<" in page
     assert "**unexpected pass** `cases/g.yaml:3` hf" in (tmp_path / "report.md").read_text()
 
 
 def test_a_clean_run_says_passed(tmp_path):
-    tests = [rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "passed", "s", "templates.render", "hf")]
-    (tmp_path / "results.json").write_text(json.dumps(results_doc(tests)))
-    report.build_report(tmp_path)
-    page = (tmp_path / "report.html").read_text()
+    page = report_of(tmp_path, rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "passed", "s",
+                                   "templates.render", "hf"))
     assert 'class="verdict good"><b>PASSED</b>: nothing failed' in page and 'id="attention"' not in page
