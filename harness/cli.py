@@ -1,4 +1,4 @@
-"""`harness run | fetch | cases | lint | new-case | bench | compare` — the command line.
+"""`harness run | merge | report | fetch | cases | lint | new-case | review | bench | compare` — the command line.
 
 `harness run` is pytest over the installed check families (harness/suite) with the
 repository's cases/, golden/ and reports/; anything after `--` goes to pytest as is.
@@ -17,6 +17,9 @@ SUITE = Path(__file__).parent / "suite"
 def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
     root = Path(ns.root).resolve()
     reports = Path(ns.report_dir).resolve() if ns.report_dir else root / "reports"
+    shard = getattr(ns, "shard", None)
+    if shard and not ns.report_dir:       # each shard its own folder, for `harness merge`
+        reports = reports / f"shard-{shard.index}-of-{shard.total}"
     args = [str(SUITE), f"--rootdir={root}", "-p", "no:cacheprovider",
             f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}", f"--report-dir={reports}",
             f"--junitxml={reports / 'junit.xml'}", "-o", "junit_family=xunit2", "-q", "-rfEX"]
@@ -26,6 +29,10 @@ def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
         args.append(f"--backend={b}")
     if ns.update_goldens:
         args.append("--snapshot-update")
+    if shard:
+        args.append(f"--shard={shard}")
+    if getattr(ns, "durations", None):
+        args.append(f"--shard-durations={Path(ns.durations).resolve()}")
     if ns.workers not in (None, "0"):
         # xdist isolates native crashes (a crashed worker fails its current test and is
         # replaced); loadgroup keeps each case on one worker so models load once
@@ -35,6 +42,16 @@ def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
     import pytest
+    if ns.durations and not ns.shard:
+        print("harness run: --durations balances shards; give --shard K/N too", file=sys.stderr)
+        return 2
+    if ns.shard:
+        from .shard import ShardSpec
+        try:
+            ns.shard = ShardSpec.parse(ns.shard)
+        except ValueError as exc:
+            print(f"harness run: {exc}", file=sys.stderr)
+            return 2
     args = _pytest_args(ns, extra)
     if ns.family:
         # a family is a module of harness/suite: test_<family>.py
@@ -133,6 +150,28 @@ def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
     return rc
 
 
+def cmd_merge(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Shard folders of one run into one (harness/merge.py)."""
+    from . import merge
+    return merge.run(ns)
+
+
+def cmd_report(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Write a folder's report.html and report.md again, with changes against a baseline."""
+    from .report import build_report
+    changes = None
+    try:
+        if ns.baseline:
+            from .compare import compare, load_result_set
+            changes = compare(load_result_set(ns.baseline), load_result_set(ns.dir))
+        written = build_report(Path(ns.dir), changes=changes)
+    except (OSError, ValueError) as exc:
+        print(f"harness report: {exc}", file=sys.stderr)
+        return 2
+    print(f"written: {written['html']} and {written['md']}")
+    return 0
+
+
 def cmd_compare(ns: argparse.Namespace, extra: list[str]) -> int:
     """What changed between two result sets (harness/compare.py)."""
     from . import compare
@@ -151,8 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--update-goldens", action="store_true", help="write goldens (syrupy --snapshot-update)")
     run.add_argument("-n", "--workers", default="2",
                      help="pytest-xdist workers (default 2; 0 runs serially in one process)")
-    run.add_argument("--report-dir", help="where results.json and junit.xml go (default: reports/)")
+    run.add_argument("--report-dir", help="where results.json and junit.xml go (default: reports/, and "
+                                          "reports/shard-K-of-N/ with --shard)")
+    run.add_argument("--shard", metavar="K/N", help="run only shard K of N (whole cases, balanced by expected cost; "
+                                                    "join the shards with `harness merge`)")
+    run.add_argument("--durations", metavar="RESULTS_JSON",
+                     help="balance the shards by the check durations of this earlier results.json (or its folder)")
     run.set_defaults(func=cmd_run)
+
+    merge_p = sub.add_parser("merge", help="join the reports folders of `harness run --shard K/N` into one "
+                                           "(results.json, goldens.json, junit.xml, report.html, report.md)")
+    merge_p.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's reports folder (every shard of the run)")
+    merge_p.add_argument("--out", required=True, help="folder for the merged files")
+    merge_p.add_argument("--allow-mixed", action="store_true",
+                         help="merge shards of different stacks anyway (the report marks the mix)")
+    merge_p.add_argument("--baseline", help="a previous result set: the report lists what changed against it")
+    merge_p.add_argument("--golden-dir", help="goldens folder for the stale-golden check of a run of whole modules "
+                                              "(default: <root>/golden)")
+    merge_p.set_defaults(func=cmd_merge)
+
+    report_p = sub.add_parser("report", help="write a reports folder's report.html and report.md again "
+                                             "(optionally with the changes against a baseline)")
+    report_p.add_argument("dir", help="a reports folder with results.json")
+    report_p.add_argument("--baseline", help="a previous result set: the report lists what changed against it")
+    report_p.set_defaults(func=cmd_report)
 
     fetch = sub.add_parser("fetch", help="resolve and verify every model file the cases name")
     fetch.add_argument("--case", action="append")

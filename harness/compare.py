@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import CSS, GOLDENS_FILE, _write, bench_history, load_bench_run
+from .report import CSS, GOLDENS_FILE, bench_history, load_bench_run
+from .report import write_atomic as _write
+from .report_sections import diff_html, failure_excerpt
 
 CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
 OUTCOME_ORDER = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "failed": 4, "error": 5}
@@ -144,18 +146,6 @@ def is_snapshot_failure(test: dict[str, Any]) -> bool:
     msg = test.get("message") or ""
     return test.get("outcome") in ("failed", "error") and ("[- snapshot]" in msg or ("snapshot" in msg.lower()
                                                             and "[+ received]" in msg))
-
-
-def failure_excerpt(message: str, limit: int = 3000) -> str:
-    """The assertion part of a pytest failure (its `E ` lines: syrupy's diff, a Mismatch), else the tail."""
-    import re
-    import textwrap
-    lines = [ln[1:] for ln in message.splitlines() if ln.startswith("E ")]
-    if not lines:
-        return message.rstrip()[-limit:]
-    body = textwrap.dedent("\n".join(lines)).splitlines()
-    # syrupy indents its -/+ markers; put them in the first column so diffs read (and colour) as diffs
-    return "\n".join(re.sub(r"^(\s*)([-+]) ", r"\2\1 ", ln) for ln in body)[-limit:]
 
 
 @dataclass
@@ -375,13 +365,7 @@ def render_html(c: Comparison, limit: int = 2000) -> str:
     out += [f"<li>{e(ln)}</li>" for ln in _summary(c)]
     out.append("</ul>")
 
-    def diff_block(text: str) -> str:
-        rows = []
-        for ln in text.splitlines():
-            cls = "add" if ln.startswith("+") and not ln.startswith("+++") else (
-                "del" if ln.startswith("-") and not ln.startswith("---") else "")
-            rows.append(f'<span class="{cls}">{e(ln)}</span>' if cls else e(ln))
-        return "<pre>" + "\n".join(rows) + "</pre>"
+    diff_block = diff_html
 
     if c.changed_goldens:
         out.append("<h2>Changed goldens</h2>")

@@ -56,6 +56,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "0: off; pytest-timeout's own --timeout / ini timeout win when given)")
     group.addoption("--memory-ceiling", type=int, default=6144, metavar="MIB",
                     help="fail the running check when its process's resident memory passes MIB (0: off)")
+    # one slice of the run for a CI matrix (harness/shard.py); `harness merge` joins the slices
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run only shard K of N: whole cases, balanced by expected cost (harness/shard.py)")
+    group.addoption("--shard-durations", default=None, metavar="RESULTS_JSON",
+                    help="balance --shard by the check durations of this earlier results.json")
 
 
 def _root(config: pytest.Config, option: str, default: str) -> Path:
@@ -178,9 +183,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """--case-timeout: a pytest-timeout marker on every suite check that has none, unless
+    """--shard K/N: keep this shard's cases (after every other selection: harness/shard.py).
+    --case-timeout: a pytest-timeout marker on every suite check that has none, unless
     pytest-timeout is configured explicitly (--timeout or the ini `timeout`)."""
+    if config.getoption("--shard"):
+        from .shard import select
+        config.stash[RESULTS_KEY]["shard"] = record = select(config, items)
+        record["whole_modules"] = _whole_modules(config, shard=False)   # stale goldens: `harness merge`
     limit = config.getoption("--case-timeout")
     if not limit or not config.pluginmanager.hasplugin("timeout"):
         return
@@ -417,19 +428,13 @@ def _own_usage(state: dict) -> dict[str, Any]:
     from .server_build import SERVER_PEAKS_MIB
     return {"models": dict(state.get("models") or {}),
             "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)},
-            "errors": list(state.get("own_errors") or [])}
+            "errors": list(state.get("own_errors") or []), "shard": state.get("shard")}
 
 
 def _merge_errors(state: dict, errors: list[dict]) -> None:
-    """Run-level errors (a backend that could not be built) from this process and every xdist
-    worker, once each: the same build log is one error, its skipped checks added up."""
-    merged = state.setdefault("errors", [])
-    for e in errors:
-        same = next((m for m in merged if (m.get("log") or m["message"]) == (e.get("log") or e["message"])), None)
-        if same is None:
-            merged.append(dict(e))
-        else:
-            same["skipped_checks"] += e.get("skipped_checks", 0)
+    """Run-level errors from this process and every xdist worker, once each (results.merge_errors)."""
+    from .results import merge_errors
+    merge_errors(state.setdefault("errors", []), errors)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -442,6 +447,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         state.setdefault("models", {}).update(usage["models"])
         state.setdefault("workers", {})[node.gateway.id] = usage["memory"]
         _merge_errors(state, usage.get("errors") or [])
+        if usage.get("shard") and not state.get("shard"):
+            state["shard"] = usage["shard"]           # every worker plans the same shards
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -453,6 +460,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session_finished()
         return
     if not state["tests"]:
+        if config.getoption("--shard"):
+            _empty_shard(session, state)
         return
     _check_stale_goldens(session, state)
     own = _own_usage(state)
@@ -465,9 +474,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .report import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report.py)
 
 
-def _whole_modules(config: pytest.Config) -> bool:
-    """The run covers whole test modules: no case, backend, keyword, mark or node selection."""
-    return not (config.getoption("--case") or config.getoption("--backend") or config.option.keyword
+def _empty_shard(session: pytest.Session, state: dict) -> None:
+    """A shard the plan gave no checks: it says so, writes its (empty) results for the merge
+    and exits 0."""
+    config = session.config
+    spec = config.getoption("--shard")
+    state.setdefault("shard", None)
+    state["shard"] = state["shard"] or {"spec": spec, "index": int(spec.split("/")[0]),
+                                        "total": int(spec.split("/")[1]), "items": 0}
+    state["memory"] = memory_summary(_own_usage(state)["memory"], state.get("workers", {}))
+    if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+    from .results import write_results
+    state["written"] = write_results(_root(config, "--report-dir", "reports"), state, config, session.exitstatus)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"shard {spec}: no checks in this shard (the plan put every case elsewhere); "
+                      f"results written to {os.path.relpath(state['written'])}")
+
+
+def _whole_modules(config: pytest.Config, shard: bool = True) -> bool:
+    """The run covers whole test modules: no case, backend, keyword, mark or node selection (and,
+    unless shard=False, no --shard: the merge of all shards covers them)."""
+    return not (config.getoption("--case") or config.getoption("--backend") or (shard and config.getoption("--shard"))
+                or config.option.keyword
                 or config.option.markexpr or getattr(config.option, "lf", False)
                 or any("::" in str(a) for a in config.args))
 

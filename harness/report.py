@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import report_sections as sections
+from .report_matrix import matrix_html
+
 OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
                  "xfailed": "xfail", "skipped": "skip"}
 CLASSES = ("pass", "fail", "xfail", "skip")
@@ -37,7 +40,7 @@ GOLDENS_FORMAT = "llm-harness-goldens/1"
 
 
 # --- atomic writes ---------------------------------------------------------------------------
-def _write(path: Path, text: str) -> Path:
+def write_atomic(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -45,6 +48,9 @@ def _write(path: Path, text: str) -> Path:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+_write = write_atomic
 
 
 # --- the matrix ------------------------------------------------------------------------------
@@ -164,7 +170,12 @@ def golden_files_for(tests: list[dict[str, Any]], golden_dir: Path) -> dict[str,
 
 
 def write_goldens(report_dir: Path, tests: list[dict[str, Any]], golden_dir: Path) -> Path:
-    doc = {"format": GOLDENS_FORMAT, "golden_dir": str(golden_dir), "files": golden_files_for(tests, golden_dir)}
+    return write_goldens_files(report_dir, golden_files_for(tests, golden_dir), str(golden_dir))
+
+
+def write_goldens_files(report_dir: Path, files: dict[str, str], golden_dir: str | None) -> Path:
+    """goldens.json from {relative path: text} (a run's, or the union of merged shards')."""
+    doc = {"format": GOLDENS_FORMAT, "golden_dir": golden_dir, "files": dict(sorted(files.items()))}
     return _write(Path(report_dir) / GOLDENS_FILE, json.dumps(doc, indent=0, ensure_ascii=False) + "\n")
 
 
@@ -410,21 +421,29 @@ def memory_line(doc: dict[str, Any]) -> str:
             f"(the sum of every process's own peak).")
 
 
-def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None) -> str:
-    prov = doc.get("provenance", {})
-    out = ["# Conformance report", ""]
-    out.append(f"Run finished {doc.get('finished', '?')}, exit status {doc.get('exitstatus', '?')}; "
-               + ", ".join(f"{matrix.totals.get(c, 0)} {c}" for c in CLASSES) + f" ({len(doc.get('tests', []))} checks).")
-    pk = prov.get("packages") or {}
-    out.append("")
-    out.append("Stack: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v) +
-               f"; threads {prov.get('threads')}, seed {prov.get('seed')}, platform {prov.get('platform')}.")
-    for case, m in sorted((doc.get("models") or {}).items()):
-        out.append(f"- `{case}`: {m.get('file')} sha256 `{m.get('sha256')}` from {m.get('source')}")
-    if mem := memory_line(doc):
-        out += ["", mem]
-    out += ["", "## Matrix", "", LEGEND + " (✓ pass, ✗ fail, xf expected failure, s skip). "
-            "Template-set rows aggregate every template of the set.", ""]
+def changed_cells(matrix_tests: list[dict[str, Any]], changes: Any | None) -> set[tuple[str, str, str]]:
+    """(model, family, backend) of every check whose status changed against the baseline."""
+    if changes is None:
+        return set()
+    by_id = {t["nodeid"]: t for t in matrix_tests}
+    old = changes.old.tests if changes.old.results is not None else {}
+    return {classify(by_id.get(s.nodeid) or old[s.nodeid]) for s in changes.statuses
+            if s.nodeid in by_id or s.nodeid in old}
+
+
+def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None,
+                    changes: Any | None = None) -> str:
+    """Verdict, what needs attention, changes against the baseline, the matrix, throughput,
+    details; provenance last (harness/report_sections.py)."""
+    tests = doc.get("tests", [])
+    mixed = (doc.get("merged") or {}).get("mixed") or []
+    out = ["# Conformance report", "", *sections.verdict_md(tests, changes, mixed, len(tests)), "",
+           ", ".join(f"{matrix.totals.get(c, 0)} {c}" for c in CLASSES) + f"; finished {doc.get('finished', '?')}, "
+           f"exit status {doc.get('exitstatus', '?')}."]
+    out += sections.attention_md(tests) + sections.changes_md(changes)
+    changed = changed_cells(tests, changes)
+    out += ["", "## Matrix", "", LEGEND + " (✓ pass, ✗ fail, xf expected failure, s skip; Δ changed since the "
+            "baseline). Template-set rows aggregate every template of the set.", ""]
     for fam in matrix.families:
         backends = matrix.backends[fam]
         out.append(f"### {fam}")
@@ -440,7 +459,8 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
                     row.append("")
                     continue
                 any_cell = True
-                row.append(f"[{_md_counts(c.counts)}](#{anchor(model, fam, b)})")
+                delta = " Δ" if (model, fam, b) in changed else ""
+                row.append(f"[{_md_counts(c.counts)}{delta}](#{anchor(model, fam, b)})")
             if any_cell:
                 out.append(f"| {model} | " + " | ".join(row) + " |")
         out.append("")
@@ -482,6 +502,7 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
         for reason, k in reasons.most_common():
             out.append(f"- skipped ×{k}: {reason}")
         out.append("")
+    out += sections.provenance_md(doc, memory_line(doc))
     return "\n".join(out) + "\n"
 
 
@@ -498,49 +519,24 @@ def _first_line(test: dict) -> str:
     return (lines[-1].strip()[:300] if lines else "")
 
 
-def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None) -> str:
+def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None,
+                changes: Any | None = None) -> str:
+    """The same order as the Markdown: verdict first, provenance last."""
     e = html.escape
-    prov = doc.get("provenance", {})
+    tests = doc.get("tests", [])
+    mixed = (doc.get("merged") or {}).get("mixed") or []
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           "<title>Conformance report</title>", f"<style>{CSS}</style></head><body>", "<h1>Conformance report</h1>"]
-    out.append('<table class="meta">')
-    out.append(f"<tr><td>finished</td><td>{e(str(doc.get('finished', '?')))}</td></tr>")
-    out.append(f"<tr><td>exit status</td><td>{e(str(doc.get('exitstatus', '?')))}</td></tr>")
-    out.append("<tr><td>checks</td><td>" + _badges(matrix.totals) + f" of {len(doc.get('tests', []))}</td></tr>")
-    pk = prov.get("packages") or {}
-    out.append("<tr><td>stack</td><td>" + e(", ".join(f"{k} {v}" for k, v in pk.items() if v)) + "</td></tr>")
-    out.append(f"<tr><td>run</td><td>threads {e(str(prov.get('threads')))}, seed {e(str(prov.get('seed')))}, "
-               f"{e(str(prov.get('platform')))}, python {e(str(prov.get('python')))}</td></tr>")
-    for case, m in sorted((doc.get("models") or {}).items()):
-        out.append(f"<tr><td>{e(case)}</td><td>{e(str(m.get('file')))} sha256 <code>{e(str(m.get('sha256')))}</code> "
-                   f"from {e(str(m.get('source')))}</td></tr>")
-    if mem := memory_line(doc):
-        out.append(f"<tr><td>memory</td><td>{e(mem.removeprefix('Peak memory: '))}</td></tr>")
-    out.append("</table>")
-    out.append("<h2>Matrix: model × check family × backend</h2>")
-    out.append(f'<p class="small">{e(LEGEND)}: <span class="b pass">pass</span><span class="b fail">fail</span>'
-               '<span class="b xfail">xfail</span><span class="b skip">skip</span>. Click a cell for its failures, '
-               'expected failures and skip reasons. Template-set rows aggregate every template of the set.</p>')
-    out.append("<table><thead><tr><th rowspan=2>model</th>")
-    for fam in matrix.families:
-        out.append(f'<th colspan="{len(matrix.backends[fam])}">{e(fam)}</th>')
-    out.append("</tr><tr>")
-    for fam in matrix.families:
-        for b in matrix.backends[fam]:
-            out.append(f"<th>{e(b)}</th>")
-    out.append("</tr></thead><tbody>")
-    for model in matrix.models:
-        out.append(f"<tr><th>{e(model)}</th>")
-        for fam in matrix.families:
-            for b in matrix.backends[fam]:
-                c = matrix.cell(model, fam, b)
-                if c is None:
-                    out.append('<td class="cell empty">·</td>')
-                    continue
-                out.append(f'<td class="cell {_cell_class(c.counts)}"><a href="#{anchor(model, fam, b)}">'
-                           f"{_badges(c.counts)}</a></td>")
-        out.append("</tr>")
-    out.append("</tbody></table>")
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           "<title>Conformance report</title>", f"<style>{CSS}{sections.CSS}</style></head><body>",
+           "<h1>Conformance report</h1>", sections.verdict_html(tests, changes, mixed, len(tests)),
+           f'<p class="small">{_badges(matrix.totals)} · finished {e(str(doc.get("finished", "?")))}, exit status '
+           f'{e(str(doc.get("exitstatus", "?")))} · <a href="#matrix">matrix</a> · <a href="#throughput">throughput</a>'
+           ' · <a href="#details">details</a> · <a href="#provenance">provenance</a></p>']
+    out.append(sections.attention_html(tests, lambda t: anchor(*classify(t))))
+    out.append(sections.changes_html(changes))
+    out.append('<h2 id="matrix">Matrix: model × check family × backend</h2>')
+    out.append(matrix_html(matrix, changed_cells(tests, changes), anchor=anchor, badges=_badges,
+                           cell_class=_cell_class, legend=LEGEND))
 
     out.append('<h2 id="throughput">Throughput</h2>')
     rows = _throughput_rows(history)
@@ -561,7 +557,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
     else:
         out.append("<p>No saved benchmark runs (run <code>harness bench</code>).</p>")
 
-    out.append("<h2>Details</h2>")
+    out.append('<h2 id="details">Details</h2>')
     for model, fam, b, c in matrix.present():
         out.append(f'<h3 id="{anchor(model, fam, b)}">{e(model)} · {e(fam)} · {e(b)} {_badges(c.counts)}</h3>')
         fails = c.by("fail")
@@ -584,14 +580,16 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
             out.append("</ul></details>")
         if not fails and not xf and not skips:
             out.append('<p class="small">all passed</p>')
+    out.append(sections.provenance_html(doc, memory_line(doc)))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
 # --- entry point ------------------------------------------------------------------------------------------
 def build_report(report_dir: Path, *, results_path: Path | None = None, benchmarks_dir: Path | None = None,
-                 golden_dir: Path | None = None) -> dict[str, Path]:
-    """Write report.html, report.md (and throughput.svg, goldens.json) into report_dir."""
+                 golden_dir: Path | None = None, changes: Any | None = None) -> dict[str, Path]:
+    """Write report.html, report.md (and throughput.svg, goldens.json) into report_dir; with
+    `changes` (a harness.compare.Comparison against a baseline), what changed comes second."""
     report_dir = Path(report_dir)
     results_path = Path(results_path) if results_path else report_dir / "results.json"
     doc = json.loads(results_path.read_text(encoding="utf-8"))
@@ -604,8 +602,8 @@ def build_report(report_dir: Path, *, results_path: Path | None = None, benchmar
     chart = throughput_chart(history)
     if chart:
         written["chart"] = _write(report_dir / "throughput.svg", chart)
-    written["html"] = _write(report_dir / "report.html", render_html(doc, matrix, history, chart))
-    written["md"] = _write(report_dir / "report.md", render_markdown(doc, matrix, history, chart))
+    written["html"] = _write(report_dir / "report.html", render_html(doc, matrix, history, chart, changes))
+    written["md"] = _write(report_dir / "report.md", render_markdown(doc, matrix, history, chart, changes))
     return written
 
 

@@ -57,6 +57,8 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         "memory": state.get("memory", {}),
         # run-level errors, each once: a backend that could not be built (its checks skip)
         "errors": list(state.get("errors") or []),
+        # --shard K/N (harness/shard.py): which slice this is, and the digest of the whole plan
+        **({"shard": state["shard"]} if state.get("shard") else {}),
         "counts": dict(Counter(t["outcome"] for t in tests)),
         "tests": tests,
     }
@@ -67,6 +69,18 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def merge_errors(merged: list[dict], errors: list[dict]) -> list[dict]:
+    """Run-level errors (a backend that could not be built) added to `merged` once each: the
+    same build log is one error, its skipped checks added up (xdist workers, merged shards)."""
+    for e in errors:
+        same = next((m for m in merged if (m.get("log") or m["message"]) == (e.get("log") or e["message"])), None)
+        if same is None:
+            merged.append(dict(e))
+        else:
+            same["skipped_checks"] = same.get("skipped_checks", 0) + e.get("skipped_checks", 0)
+    return merged
 
 
 def summary_lines(state: dict) -> list[str]:

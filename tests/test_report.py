@@ -155,13 +155,17 @@ def test_write_report_never_raises(tmp_path, capsys):
     assert "could not write the report" in capsys.readouterr().err
 
 
+def report_of(folder: Path, *tests: dict) -> str:
+    """report.html of a run with these records."""
+    (folder / "results.json").write_text(json.dumps(results_doc(list(tests))))
+    report.build_report(folder)
+    return (folder / "report.html").read_text()
+
+
 def test_html_escapes_messages(tmp_path):
-    tests = [rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "failed", "s", "templates.render", "hf",
-                 "<script>alert(1)</script>")]
-    (tmp_path / "results.json").write_text(json.dumps(results_doc(tests)))
-    report.build_report(tmp_path)
-    page = (tmp_path / "report.html").read_text()
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    page = report_of(tmp_path, rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "failed", "s",
+                                   "templates.render", "hf", "<script>alert(1)</script>"))
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page   # (the page has its own script)
 
 
 # --- a real suite run writes the report ------------------------------------------------------------------
@@ -182,3 +186,49 @@ def test_suite_run_writes_report_and_goldens(pytester, case_tree, monkeypatch):
     assert goldens and all(k.startswith("test_templates/test_render[llama-cpp-templates@Qwen-QwQ") for k in goldens)
     md = (reports / "report.md").read_text()
     assert "| llama-cpp-templates |" in md
+
+
+# --- the report leads with the verdict ----------------------------------------------------------------------
+def test_report_opens_with_the_verdict_and_what_needs_attention_provenance_last(run_dir):
+    report.build_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    md = (run_dir / "report.md").read_text()
+    # the verdict comes before any section, then the failures with file:line, backend and diff
+    assert page.index('class="verdict bad"') < page.index("<h2")
+    assert "<b>FAILED</b>: 1 failed, 1 errors, 0 unexpected passes" in page
+    att = page[page.index('id="attention"'):page.index('id="matrix"')]
+    assert "cases/smol.yaml:3" in att and "llama-server" in att and "+++ llama-server" in att
+    assert "cases/set.yaml:7" in att and ">error<" in att
+    assert page.index('id="attention"') < page.index('id="matrix"') < page.index('id="details"') \
+        < page.index('id="provenance"')
+    prov = page[page.index('id="provenance"'):]
+    assert "smol.gguf" in prov and "llama-cpp-python 0.3.36" in prov
+    assert md.index("**FAILED**") < md.index("## Needs attention") < md.index("## Matrix") < md.index("## Details") \
+        < md.index("## Provenance")
+    assert "`cases/smol.yaml:3` llama-server" in md.split("## Matrix")[0]
+
+
+def test_matrix_fits_a_laptop_screen_sticky_collapsing_filterable(run_dir):
+    report.build_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    assert "position:sticky" in page and 'id="only-bad"' in page and "collapse all families" in page
+    # every family header carries its column count and whether it holds a failing cell
+    fams = re.findall(r'<th class="fam" colspan="(\d+)" data-fam="(\d+)" data-n="(\d+)" data-bad="(\d)"', page)
+    assert [(f[0] == f[2], f[3]) for f in fams] == [(True, "0"), (True, "1")]    # case_files ok, templates failing
+    # failing rows first, and marked for the filter
+    matrix = page[page.index('id="matrix"'):page.index("</table>", page.index('id="matrix"'))]
+    rows = re.findall(r"<tr( class=bad)?><th>([^<]+)</th>", matrix)
+    assert rows[:2] == [(" class=bad", "set"), (" class=bad", "smol")] and rows[2] == ("", "gemma")
+
+
+def test_a_strict_xpass_is_an_unexpected_pass(tmp_path):
+    page = report_of(tmp_path, rec("harness/suite/test_tokenizer.py::test_roundtrip[g,hf]", "failed", "g",
+                                   "tokenizer.roundtrip", "hf", "[XPASS(strict)] known defect (cases/g.yaml:9): claimed loss"))
+    assert "0 failed, 0 errors, 1 unexpected passes" in page and ">unexpected pass<" in page
+    assert "**unexpected pass** `cases/g.yaml:3` hf" in (tmp_path / "report.md").read_text()
+
+
+def test_a_clean_run_says_passed(tmp_path):
+    page = report_of(tmp_path, rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "passed", "s",
+                                   "templates.render", "hf"))
+    assert 'class="verdict good"><b>PASSED</b>: nothing failed' in page and 'id="attention"' not in page
