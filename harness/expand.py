@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 from .cases import Case, CaseSet, Context
 
 REFERENCE_RENDERER = "hf"
-RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
+CHAT_LAYER = "llama.cpp-chat"          # llama.cpp's chat layer without weights (the chat probe)
+RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server", "llama.cpp-chat")
 TOKENIZERS = ("hf", "llama-cpp-python", "llama-server")
 GENERATORS = ("llama-cpp-python", "llama-server", "openai")
 ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS))
@@ -71,6 +72,12 @@ def render_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
 def agree_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     return [Item(i.case, "templates.agree", i.context, i.gen, i.backend)
             for i in render_items(cases, available) if i.backend != REFERENCE_RENDERER]
+
+
+def chat_params_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
+    """What llama.cpp's chat layer derives from each template for each conversation."""
+    return [Item(i.case, "templates.chat_params", i.context, i.gen, i.backend)
+            for i in render_items(cases, available) if i.backend == CHAT_LAYER]
 
 
 def prompt_token_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:

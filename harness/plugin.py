@@ -126,6 +126,8 @@ MEMORY_KEY = pytest.StashKey[Any]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from .server_build import close_builds
+    close_builds("")                             # reopen (an in-process pytester run ends here)
     if MEMORY_KEY in config.stash:
         config.stash[MEMORY_KEY].stop()
 
@@ -356,6 +358,9 @@ def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
     config = session.config
+    if hasattr(config, "workerinput") and _is_suite_run(config):
+        from .server_build import close_builds
+        close_builds("llama.cpp builds run in the controller before the checks start")
     if hasattr(config, "workerinput") or RESULTS_KEY not in config.stash:
         return
     # the controller (or a serial run), before any worker starts
@@ -372,14 +377,27 @@ def _prebuild_server(config: pytest.Config) -> None:
     for it inside a check. A failure is not raised here: the server's checks skip with it and the
     run reports it once (harness/runtime.py build_failed). Workers share this run's id, so a build
     that failed here is not retried by each of them."""
+    if not _is_suite_run(config):
+        return                                   # not a conformance or benchmark run
+    os.environ.setdefault("HARNESS_RUN_ID", f"run-{os.getpid()}-{int(time.time())}")
+    from .server_build import close_builds
+    try:
+        _build_llama_cpp(config)
+    finally:
+        close_builds("llama.cpp builds run in the controller before the checks start")
+
+
+def _is_suite_run(config: pytest.Config) -> bool:
     here = Path(__file__).parent
     suites = (here / "suite", here / "bench_suite")
     args = [Path(str(a).split("::")[0]).resolve() for a in config.args]
-    if not any(a == d or d in a.parents for a in args for d in suites):
-        return                                   # not a conformance or benchmark run
-    os.environ.setdefault("HARNESS_RUN_ID", f"run-{os.getpid()}-{int(time.time())}")
+    return any(a == d or d in a.parents for a in args for d in suites)
+
+
+def _build_llama_cpp(config: pytest.Config) -> None:
+    """llama-server and the chat probe (one configure, one build dir), in the controller."""
     filters = config.getoption("--backend") or []
-    if (filters and "llama-server" not in filters) or config.option.collectonly or any(
+    if (filters and not {"llama-server", "llama.cpp-chat"} & set(filters)) or config.option.collectonly or any(
             config.getoption(o) for o in ("--server-url", "--server-binary")):
         return
     tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -403,6 +421,14 @@ def _prebuild_server(config: pytest.Config) -> None:
         return
     how = "reused cached build" if built.cached else f"built in {built.build_seconds:.0f}s"
     say(f"llama-server: {how} {built.key} ({built.binary})")
+    from .native.probe import build_chat_probe
+    try:
+        probe = build_chat_probe(built, log=say)
+    except ServerBuildError as exc:
+        say(f"chat probe: {exc.headline} (its checks will be skipped)")
+        return
+    how = "reused cached build" if probe.cached else f"built in {probe.build_seconds:.0f}s more"
+    say(f"chat probe: {how} ({probe.binary})")
 
 
 def _own_usage(state: dict) -> dict[str, Any]:

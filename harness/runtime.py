@@ -22,6 +22,9 @@ from .isolation import check_gguf, probe_backend   # crash isolation and corrupt
 from .server_build import ServerBuildError
 from .sources import FileSpec, resolve
 
+# Backends built from a llama.cpp tree (llama-server and the chat probe share one build).
+NEEDS_LLAMA_CPP_TREE = ("llama-server", "llama.cpp-chat")
+
 
 @dataclass
 class Runtime:
@@ -131,7 +134,7 @@ class Runtime:
         """The llama-server backend builds from the llama.cpp tree vendored in the sdist of the
         installed llama-cpp-python unless told otherwise, so both backends are the same llama.cpp."""
         extra = dict(self.options.extra)
-        if name == "llama-server" and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
+        if name in NEEDS_LLAMA_CPP_TREE and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
             if not os.environ.get("HARNESS_LLAMA_CPP_TREE"):
                 from importlib.metadata import version
 

@@ -45,8 +45,21 @@ DEFAULT_CMAKE_OPTIONS: dict[str, str] = {
     "LLAMA_BUILD_EXAMPLES": "OFF",
     "LLAMA_BUILD_APP": "OFF",           # the unified `llama` binary is not needed
     "LLAMA_CURL": "OFF",                # no model downloads from the server
-    "LLAMA_USE_PREBUILT_UI": "OFF",     # else configure fetches the web UI from Hugging Face
+    # The harness runs the server with --no-webui. Both options exist with the same meaning in
+    # every tree it supports (llama-cpp-python 0.3.30's and 0.3.36's vendored trees): BUILD_UI=ON
+    # runs `npm ci` + `npm run build` (0.3.30: inside tools/ui of the source tree, 668 MB of
+    # node_modules; 0.3.36 defaults it OFF), PREBUILT_UI=ON downloads the assets from Hugging Face.
+    # With both OFF, scripts/ui-assets.cmake embeds no UI and touches nothing outside the build dir.
+    "LLAMA_BUILD_UI": "OFF",
+    "LLAMA_USE_PREBUILT_UI": "OFF",
 }
+
+# The harness's native helpers (the chat probe) are extra targets of the same configure: the
+# hook is included after the tree's project() call (CMAKE_PROJECT_INCLUDE), so the tree is not
+# edited. Its content (not its path) is part of the cache key.
+NATIVE_DIR = Path(__file__).parent / "native"
+PROJECT_HOOK = NATIVE_DIR / "probe.cmake"
+NATIVE_SOURCES = ("probe.cmake", "chat_probe.cpp")
 
 # What goes into the binary. Docs, models, tests and conversion scripts do not.
 HASHED_PATHS = (
@@ -180,7 +193,8 @@ def _cpu_flags() -> str:
 def _cache_key(tree: str, options: dict[str, str]) -> str:
     # The machine and compiler choice change the binary as much as the options do.
     ident = {"tree": tree, "options": options, "machine": platform.machine(),
-             "cc": os.environ.get("CC", ""), "cxx": os.environ.get("CXX", "")}
+             "cc": os.environ.get("CC", ""), "cxx": os.environ.get("CXX", ""),
+             "hook": hashlib.sha256(PROJECT_HOOK.read_bytes()).hexdigest()}
     if options.get("GGML_NATIVE", "ON").upper() not in ("OFF", "0", "FALSE", "NO"):
         ident["cpu"] = _cpu_flags()
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
@@ -221,6 +235,24 @@ def server_version(binary: Path, lib_dir: Path) -> str:
 
 # --- the build --------------------------------------------------------------------
 _PROCESS_MEMO: dict[str, BuiltServer] = {}
+# Set (to the reason) once builds may no longer start in this process: in a suite run, after the
+# controller's prebuild and in every xdist worker, so no build ever runs inside a check.
+_BUILDS_CLOSED: list[str] = []
+
+
+def close_builds(reason: str) -> None:
+    """From now on a build that is not in the cache fails at once with `reason` ("" reopens)."""
+    _BUILDS_CLOSED[:] = [reason] if reason else []
+
+
+def builds_closed() -> str | None:
+    return _BUILDS_CLOSED[0] if _BUILDS_CLOSED else None
+
+
+def _refuse_if_closed(what: str, key: str) -> None:
+    if _BUILDS_CLOSED:
+        raise ServerBuildError(f"{what} {key} is not built, and builds do not run inside checks "
+                               f"({_BUILDS_CLOSED[0]})")
 
 
 def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | None = None,
@@ -257,6 +289,7 @@ def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | Non
             built = _load_built(done, cached=True)       # built while we waited?
             if built is None:
                 _raise_if_failed_this_run(failed)
+                _refuse_if_closed("llama-server", key)
                 built = _build(tree, th, options, key, kdir, log, jobs or _default_jobs())
         finally:
             lock.release()
@@ -302,8 +335,9 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
             raise ServerBuildError(f"'{tool}' not found on PATH; needed to build llama-server")
     build_dir = kdir / "build"
     log_path = kdir / "build.log"
+    hook = copy_native_sources(kdir) / PROJECT_HOOK.name
     configure = ["cmake", "-S", str(tree), "-B", str(build_dir)] + [
-        f"-D{k}={v}" for k, v in sorted(options.items())]
+        f"-D{k}={v}" for k, v in sorted(options.items())] + [f"-DCMAKE_PROJECT_INCLUDE={hook}"]
     compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
     log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
     t0 = time.monotonic()
@@ -322,6 +356,11 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
                                        f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
                                        log_path, tail)
     seconds = round(time.monotonic() - t0, 1)
+    after = tree_hash(tree)                      # not memoised: read every file again
+    if after != th:
+        raise ServerBuildError(f"the llama-server build wrote into its source tree {tree}: its hash "
+                               f"changed from {th[:12]} to {after[:12]}; log {log_path}", log_path,
+                               _tail(log_path))
     binary = build_dir / "bin" / BINARY_NAME
     if not binary.exists():
         raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}", log_path,
@@ -334,6 +373,56 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
     (kdir / "failed.json").unlink(missing_ok=True)
     log(f"llama-server: built in {seconds:.0f}s: {built.version.splitlines()[0] if built.version else ''}")
     return built
+
+
+def copy_native_sources(kdir: Path) -> Path:
+    """Copy the harness's native sources next to the build that uses them (a checkout of the
+    harness may move or go; the build dir must not depend on it). Unchanged files keep their
+    mtime, so an unchanged probe is not recompiled."""
+    dest = kdir / "native"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in NATIVE_SOURCES:
+        src, dst = NATIVE_DIR / name, dest / name
+        data = src.read_bytes()
+        if not dst.exists() or dst.read_bytes() != data:
+            _atomic_write_bytes(dst, data)
+    return dest
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_extra_target(built: BuiltServer, target: str, *, log: Callable[[str], None] = print,
+                       jobs: int | None = None, lock_timeout_s: float = 3600) -> tuple[Path, float]:
+    """Build one more target (a harness native helper) in llama-server's build dir, under the
+    same lock: one configure, incremental. Returns (log path, seconds)."""
+    kdir = built.build_dir.parent
+    log_path = kdir / f"{target}.log"
+    lock = FileLock(str(kdir / "build.lock"))
+    try:
+        lock.acquire(timeout=lock_timeout_s)
+    except Timeout:
+        raise ServerBuildError(f"timed out after {lock_timeout_s:.0f}s waiting for {kdir / 'build.lock'}") from None
+    try:
+        copy_native_sources(kdir)
+        cmd = ["cmake", "--build", str(built.build_dir), "--target", target, "-j", str(jobs or _default_jobs())]
+        t0 = time.monotonic()
+        with open(log_path, "w") as out:
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        seconds = round(time.monotonic() - t0, 1)
+        if rc != 0:
+            tail = _tail(log_path)
+            raise ServerBuildError(f"{target} build failed (exit {rc}) in {built.build_dir}; log {log_path}; "
+                                   f"last lines:\n{tail}", log_path, tail)
+        log(f"{target}: built in {seconds:.0f}s in {built.build_dir}")
+        return log_path, seconds
+    finally:
+        lock.release()
 
 
 # --- running it ------------------------------------------------------------------

@@ -4,7 +4,7 @@ reference, goldens, token-level parity of the rendered prompt, and missing templ
 import pytest
 
 from harness import expand
-from harness.backends.base import RENDER, TOKENIZE, VOCAB, Unsupported
+from harness.backends.base import PARSE, RENDER, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch, mismatch
 from harness.suite import open_backend, skip_unsupported
 
@@ -12,6 +12,7 @@ PARAMETERS = {
     "render_item": expand.render_items,
     "agree_item": expand.agree_items,
     "tokens_item": expand.prompt_token_items,
+    "params_item": expand.chat_params_items,
     "embedded_item": expand.model_items("templates.embedded", lambda c: c.expects_template),
     "missing_item": expand.model_items("templates.missing", lambda c: not c.expects_template),
 }
@@ -52,6 +53,26 @@ def test_render_agrees(agree_item, harness_runtime, record_property):
     elif (reference.text is None) != (actual.text is None) or reference.rejected != actual.rejected:
         raise mismatch(it.case.location(), f"{it.backend} and hf disagree on whether '{it.context.id}' renders",
                        reference.as_golden(), actual.as_golden(), "hf", it.backend)
+
+
+def test_chat_params(params_item, harness_runtime, golden, record_property):
+    """What llama.cpp's chat layer derives from the template for this conversation, as llama-server
+    would: the format, grammar (lazy or not) and its triggers, preserved tokens, additional stops,
+    generation prompt and thinking tags. The golden is the record `harness compare` lists on an
+    upgrade; llama.cpp failing on a conversation the template itself accepts is a finding."""
+    from harness.backends.llama_cpp_chat import ProbeError, is_template_rejection
+    it, rt = params_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, PARSE, record_property)
+    try:
+        got = {"params": backend.chat_params(rt.render_request(it.case, it.context, it.gen))}
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    except ProbeError as exc:
+        got = {"error": str(exc), "rejected_by_template": is_template_rejection(str(exc))}
+    assert got == golden
+    if "error" in got and not got["rejected_by_template"]:
+        raise Mismatch(f"{it.case.location()}: llama.cpp's chat layer could not derive chat params for "
+                       f"'{it.context.id}': {got['error']}")
 
 
 def _strip_bos(rt, item, text: str) -> str:

@@ -1,0 +1,268 @@
+// harness-chat-probe: llama.cpp's chat layer (common/chat.h) driven with no model, as llama-server
+// drives it, over JSON lines on stdin/stdout. One request per line, one reply per line.
+//
+//   {"op":"render", ...}                 -> {"ok":true,"prompt":...,"params":{...}}
+//   {"op":"parse", ..., "text":..., "pieces":[...]}
+//                                         -> {"ok":true,"params":{...},"message":{...},
+//                                             "stream":{"diffs":[[...] per update],"final":{...}}}
+//   {"op":"json_schema_to_grammar","schema":{...}} -> {"ok":true,"grammar":...}
+//   {"op":"version"}                     -> {"ok":true,"build":...,"api":...}
+//
+// The inputs are turned into common_chat_templates_inputs the way tools/server/server-common.cpp
+// (oaicompat_chat_params_parse) does it, and the parse follows tools/server/server-task.cpp
+// (task_result_state::update_chat_msg): the accumulated text re-parsed after each piece with
+// is_partial=true, the diffs from common_chat_msg_diff::compute_diffs, then a final non-partial
+// update. A C++ exception answers {"ok":false,"error":what()}; an abort ends the process (the
+// harness reports its stderr and starts a new one).
+//
+// Supported trees: the common chat API of llama.cpp as vendored in llama-cpp-python 0.3.30 to
+// 0.3.36. The few differences are bridged below (json type, thinking end tag(s)).
+
+#include "build-info.h"
+#include "chat.h"
+#include "common.h"
+#include "json-schema-to-grammar.h"
+
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+using ojson = nlohmann::ordered_json;
+
+// --- compatibility layer ------------------------------------------------------------------------
+// The json type the chat API takes: nlohmann::ordered_json up to 0.3.30, common_json in 0.3.36.
+template <typename A> A first_arg_of(std::vector<common_chat_tool> (*)(const A &));
+using chat_json = decltype(first_arg_of(&common_chat_tools_parse_oaicompat));
+
+static chat_json to_chat_json(const ojson & j) { return chat_json::parse(j.dump()); }
+
+// 0.3.36: std::vector<std::string> thinking_end_tags; 0.3.30: std::string thinking_end_tag.
+template <typename P>
+static auto thinking_end_tags(const P & p, int) -> decltype(p.thinking_end_tags, std::vector<std::string>()) {
+    return p.thinking_end_tags;
+}
+template <typename P>
+static auto thinking_end_tags(const P & p, long) -> decltype(p.thinking_end_tag, std::vector<std::string>()) {
+    if (p.thinking_end_tag.empty()) {
+        return {};
+    }
+    return {p.thinking_end_tag};
+}
+
+// --- requests -----------------------------------------------------------------------------------
+static std::string str_or(const ojson & j, const char * key, const std::string & dflt) {
+    return j.contains(key) && j.at(key).is_string() ? j.at(key).get<std::string>() : dflt;
+}
+
+static const char * trigger_type_name(common_grammar_trigger_type t) {
+    switch (t) {
+        case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:        return "token";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_WORD:         return "word";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:      return "pattern";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: return "pattern_full";
+    }
+    return "unknown";
+}
+
+struct prepared {
+    common_chat_templates_ptr    tmpls;
+    common_chat_templates_inputs inputs;
+    common_reasoning_format      reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;  // server default
+    bool                         parse_tool_calls = true;  // common_chat_parser_params default
+};
+
+// What oaicompat_chat_params_parse does with a request body, for the fields the probe takes.
+static prepared prepare(const ojson & req) {
+    prepared p;
+    p.tmpls = common_chat_templates_init(nullptr, req.at("template").get<std::string>(),
+                                         str_or(req, "bos_token", ""), str_or(req, "eos_token", ""));
+    auto & in = p.inputs;
+    auto caps = common_chat_templates_get_caps(p.tmpls.get());
+    ojson tools = req.contains("tools") && req.at("tools").is_array() ? req.at("tools") : ojson::array();
+    in.messages              = common_chat_msgs_parse_oaicompat(to_chat_json(req.at("messages")));
+    in.tools                 = common_chat_tools_parse_oaicompat(to_chat_json(tools));
+    in.tool_choice           = common_chat_tool_choice_parse_oaicompat(str_or(req, "tool_choice", "auto"));
+    in.use_jinja             = true;
+    in.parallel_tool_calls   = req.contains("parallel_tool_calls") && req.at("parallel_tool_calls").is_boolean()
+                                   ? req.at("parallel_tool_calls").get<bool>()
+                                   : caps["supports_parallel_tool_calls"];
+    in.add_generation_prompt = req.value("add_generation_prompt", true);
+    // the server prefills a trailing assistant message (its default --prefill-assistant)
+    if (!in.messages.empty() && in.messages.back().role == "assistant") {
+        in.continue_final_message = COMMON_CHAT_CONTINUATION_AUTO;
+        in.add_generation_prompt  = false;
+    }
+    std::string rf = str_or(req, "reasoning_format", "");
+    if (!rf.empty()) {
+        p.reasoning_format = common_reasoning_format_from_name(rf);
+    }
+    in.reasoning_format = p.reasoning_format;
+    in.enable_thinking  = req.value("enable_thinking", true);
+    if (req.contains("chat_template_kwargs") && req.at("chat_template_kwargs").is_object()) {
+        for (const auto & item : req.at("chat_template_kwargs").items()) {
+            in.chat_template_kwargs[item.key()] = item.value().dump();
+        }
+    }
+    auto et = in.chat_template_kwargs.find("enable_thinking");
+    if (et != in.chat_template_kwargs.end()) {
+        if (et->second == "true") {
+            in.enable_thinking = true;
+        } else if (et->second == "false") {
+            in.enable_thinking = false;
+        } else if (!et->second.empty() && et->second[0] == '"') {
+            throw std::invalid_argument("invalid type for \"enable_thinking\" (expected boolean, got string)");
+        }
+    }
+    if (req.contains("parse_tool_calls") && req.at("parse_tool_calls").is_boolean()) {
+        p.parse_tool_calls = req.at("parse_tool_calls").get<bool>();
+    }
+    return p;
+}
+
+static ojson params_json(const common_chat_params & cp) {
+    ojson triggers = ojson::array();
+    for (const auto & t : cp.grammar_triggers) {
+        ojson o = {{"type", trigger_type_name(t.type)}, {"value", t.value}};
+        if (t.token != LLAMA_TOKEN_NULL) {
+            o["token"] = t.token;
+        }
+        triggers.push_back(o);
+    }
+    return {
+        {"format", common_chat_format_name(cp.format)},
+        {"grammar", cp.grammar},
+        {"grammar_lazy", cp.grammar_lazy},
+        {"grammar_triggers", triggers},
+        {"preserved_tokens", cp.preserved_tokens},
+        {"additional_stops", cp.additional_stops},
+        {"generation_prompt", cp.generation_prompt},
+        {"supports_thinking", cp.supports_thinking},
+        {"thinking_start_tag", cp.thinking_start_tag},
+        {"thinking_end_tags", thinking_end_tags(cp, 0)},
+        {"has_parser", !cp.parser.empty()},
+    };
+}
+
+static ojson msg_json(const common_chat_msg & m) {
+    ojson calls = ojson::array();
+    for (const auto & tc : m.tool_calls) {
+        calls.push_back({{"name", tc.name}, {"arguments", tc.arguments}, {"id", tc.id}});
+    }
+    return {{"role", m.role}, {"content", m.content}, {"reasoning_content", m.reasoning_content},
+            {"tool_calls", calls}};
+}
+
+static ojson diff_json(const common_chat_msg_diff & d) {
+    ojson o = ojson::object();
+    if (!d.reasoning_content_delta.empty()) {
+        o["reasoning_content"] = d.reasoning_content_delta;
+    }
+    if (!d.content_delta.empty()) {
+        o["content"] = d.content_delta;
+    }
+    if (d.tool_call_index != std::string::npos) {
+        o["tool_call"] = {{"index", d.tool_call_index}, {"id", d.tool_call_delta.id},
+                          {"name", d.tool_call_delta.name}, {"arguments", d.tool_call_delta.arguments}};
+    }
+    return o;
+}
+
+// The server's task_result_state, for one request: deterministic tool call ids instead of random.
+struct stream_state {
+    common_chat_parser_params params;
+    std::string               generated_text;
+    common_chat_msg           chat_msg;
+    std::vector<std::string>  ids;
+    int                       next_id = 0;
+
+    std::vector<common_chat_msg_diff> update(const std::string & text_added, bool is_partial) {
+        std::vector<common_chat_msg_diff> diffs;
+        generated_text += text_added;
+        auto prev    = chat_msg;
+        auto new_msg = common_chat_parse(generated_text, is_partial, params);
+        if (!new_msg.empty()) {
+            new_msg.set_tool_call_ids(ids, [this]() { return "call_" + std::to_string(next_id++); });
+            chat_msg = new_msg;
+            diffs    = common_chat_msg_diff::compute_diffs(prev, chat_msg);
+        }
+        return diffs;
+    }
+};
+
+static common_chat_parser_params parser_params(const prepared & p, const common_chat_params & cp, bool stream) {
+    common_chat_parser_params pp(cp);
+    pp.reasoning_format     = p.reasoning_format;
+    pp.reasoning_in_content = stream && p.reasoning_format == COMMON_REASONING_FORMAT_DEEPSEEK_LEGACY;
+    pp.parse_tool_calls     = p.parse_tool_calls;
+    pp.is_continuation      = p.inputs.continue_final_message != COMMON_CHAT_CONTINUATION_NONE;
+    if (!cp.parser.empty()) {
+        pp.parser.load(cp.parser);
+    }
+    return pp;
+}
+
+static ojson handle(const ojson & req) {
+    const std::string op = req.at("op").get<std::string>();
+    if (op == "version") {
+        return {{"ok", true}, {"build", llama_build_info()},
+                {"api", std::is_same<chat_json, ojson>::value ? "nlohmann-json" : "common-json"}};
+    }
+    if (op == "json_schema_to_grammar") {
+        return {{"ok", true},
+                {"grammar", json_schema_to_grammar(to_chat_json(req.at("schema")), req.value("force_gbnf", false))}};
+    }
+    prepared p  = prepare(req);
+    auto     cp = common_chat_templates_apply(p.tmpls.get(), p.inputs);
+    ojson    out = {{"ok", true}, {"prompt", cp.prompt}, {"params", params_json(cp)}};
+    if (op == "render") {
+        return out;
+    }
+    if (op != "parse") {
+        throw std::invalid_argument("unknown op '" + op + "'");
+    }
+    const std::string text = req.at("text").get<std::string>();
+    stream_state whole;                       // non-streamed: one final update with the whole text
+    whole.params = parser_params(p, cp, false);
+    whole.update(text, false);
+    out["message"] = msg_json(whole.chat_msg);
+    if (req.contains("pieces") && req.at("pieces").is_array()) {
+        stream_state s;
+        s.params = parser_params(p, cp, true);
+        if (s.params.is_continuation && !s.params.echo) {
+            s.chat_msg = common_chat_parse("", true, s.params);
+        }
+        ojson all = ojson::array();
+        for (const auto & piece : req.at("pieces")) {
+            ojson ds = ojson::array();
+            for (const auto & d : s.update(piece.get<std::string>(), true)) {
+                ds.push_back(diff_json(d));
+            }
+            all.push_back(ds);
+        }
+        ojson ds = ojson::array();
+        for (const auto & d : s.update("", false)) {
+            ds.push_back(diff_json(d));
+        }
+        all.push_back(ds);
+        out["stream"] = {{"diffs", all}, {"final", msg_json(s.chat_msg)}};
+    }
+    return out;
+}
+
+int main() {
+    std::ios::sync_with_stdio(false);
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        ojson reply;
+        try {
+            reply = handle(ojson::parse(line));
+        } catch (const std::exception & e) {
+            reply = {{"ok", false}, {"error", e.what()}};
+        }
+        std::cout << reply.dump(-1, ' ', false, ojson::error_handler_t::replace) << "\n" << std::flush;
+    }
+    return 0;
+}
