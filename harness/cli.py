@@ -26,6 +26,9 @@ def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
         args.append(f"--backend={b}")
     if ns.update_goldens:
         args.append("--snapshot-update")
+    for opt in ("llama_cpp_tree", "server_binary"):
+        if getattr(ns, opt, None):
+            args.append(f"--{opt.replace('_', '-')}={Path(getattr(ns, opt)).resolve()}")
     if ns.workers not in (None, "0"):
         # xdist isolates native crashes (a crashed worker fails its current test and is
         # replaced); loadgroup keeps each case on one worker so models load once
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--workers", default="2",
                      help="pytest-xdist workers (default 2; 0 runs serially in one process)")
     run.add_argument("--report-dir", help="where results.json and junit.xml go (default: reports/)")
+    run.add_argument("--llama-cpp-tree", help="build llama-server and the chat probe from this llama.cpp tree "
+                                              "(the upgrade use; default: the tree vendored in llama-cpp-python)")
+    run.add_argument("--server-binary", help="a llama-server binary to use instead of building one")
     run.set_defaults(func=cmd_run)
 
     fetch = sub.add_parser("fetch", help="resolve and verify every model file the cases name")

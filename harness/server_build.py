@@ -335,9 +335,10 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
             raise ServerBuildError(f"'{tool}' not found on PATH; needed to build llama-server")
     build_dir = kdir / "build"
     log_path = kdir / "build.log"
-    hook = copy_native_sources(kdir) / PROJECT_HOOK.name
     configure = ["cmake", "-S", str(tree), "-B", str(build_dir)] + [
-        f"-D{k}={v}" for k, v in sorted(options.items())] + [f"-DCMAKE_PROJECT_INCLUDE={hook}"]
+        f"-D{k}={v}" for k, v in sorted(options.items())]
+    if (tree / "common" / "chat.h").is_file():   # a tree with llama.cpp's chat layer: add the probe
+        configure.append(f"-DCMAKE_PROJECT_INCLUDE={copy_native_sources(kdir) / PROJECT_HOOK.name}")
     compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
     log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
     t0 = time.monotonic()

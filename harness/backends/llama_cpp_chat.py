@@ -34,11 +34,19 @@ class ChatInputs:
 
 
 @dataclass
+class Streamed:
+    """One stream of pieces through the server's re-parse: the message an OpenAI client builds
+    from the deltas, the server's own accumulated message, and an error that ended the stream."""
+    client: dict[str, Any]
+    final: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass
 class Parsed:
     """llama.cpp's parse of one raw output: non-streamed, and streamed as the server streams."""
     message: dict[str, Any]                    # content, reasoning_content, tool_calls
-    streamed: dict[str, Any] | None            # the diffs applied as an OpenAI client does
-    final: dict[str, Any] | None               # the server's own accumulated message at the end
+    streams: list[Streamed]
     params: dict[str, Any]
 
 
@@ -150,19 +158,18 @@ class LlamaCppChatBackend:
         preserved tokens, stops, generation prompt, thinking tags). Raises ProbeError/ProbeCrashed."""
         return self.request({"op": "render", **self._base(req, inputs)})["params"]
 
-    def parse(self, req: RenderRequest, text: str, pieces: list[str] | None = None,
+    def parse(self, req: RenderRequest, text: str, streams: list[list[str]] | None = None,
               inputs: ChatInputs | None = None) -> Parsed:
-        body = {"op": "parse", **self._base(req, inputs), "text": text}
-        if pieces is not None:
-            body["pieces"] = list(pieces)
+        """llama.cpp's parse of `text` generated after the prompt `req` renders; each of `streams`
+        (a list of pieces) also streamed through the server's partial re-parse."""
+        body = {"op": "parse", **self._base(req, inputs), "text": text, "streams": [list(s) for s in streams or []]}
         reply = self.request(body)
-        stream = reply.get("stream")
         return Parsed(message=reply["message"], params=reply["params"],
-                      streamed=apply_diffs(stream["diffs"]) if stream else None,
-                      final=stream["final"] if stream else None)
+                      streams=[Streamed(apply_diffs(s["diffs"]), s["final"], s.get("error"))
+                               for s in reply.get("streams", [])])
 
     def json_schema_to_grammar(self, schema: dict[str, Any]) -> str:
         return self.request({"op": "json_schema_to_grammar", "schema": schema})["grammar"]
 
 
-__all__ = ["LlamaCppChatBackend", "ChatInputs", "Parsed", "apply_diffs", "is_template_rejection", "ProbeCrashed", "ProbeError"]
+__all__ = ["LlamaCppChatBackend", "ChatInputs", "Parsed", "Streamed", "apply_diffs", "is_template_rejection", "ProbeCrashed", "ProbeError"]

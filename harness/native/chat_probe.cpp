@@ -2,9 +2,9 @@
 // drives it, over JSON lines on stdin/stdout. One request per line, one reply per line.
 //
 //   {"op":"render", ...}                 -> {"ok":true,"prompt":...,"params":{...}}
-//   {"op":"parse", ..., "text":..., "pieces":[...]}
+//   {"op":"parse", ..., "text":..., "streams":[[piece, ...], ...]}
 //                                         -> {"ok":true,"params":{...},"message":{...},
-//                                             "stream":{"diffs":[[...] per update],"final":{...}}}
+//                                             "streams":[{"diffs":[[...] per update],"final":{...}}]}
 //   {"op":"json_schema_to_grammar","schema":{...}} -> {"ok":true,"grammar":...}
 //   {"op":"version"}                     -> {"ok":true,"build":...,"api":...}
 //
@@ -204,6 +204,34 @@ static common_chat_parser_params parser_params(const prepared & p, const common_
     return pp;
 }
 
+static ojson stream_one(const prepared & p, const common_chat_params & cp, const ojson & pieces) {
+    stream_state s;
+    s.params = parser_params(p, cp, true);
+    if (s.params.is_continuation && !s.params.echo) {
+        s.chat_msg = common_chat_parse("", true, s.params);
+    }
+    ojson all = ojson::array();
+    try {
+        for (const auto & piece : pieces) {
+            ojson ds = ojson::array();
+            for (const auto & d : s.update(piece.get<std::string>(), true)) {
+                ds.push_back(diff_json(d));
+            }
+            all.push_back(ds);
+        }
+        ojson ds = ojson::array();
+        for (const auto & d : s.update("", false)) {   // the server's final result: no new text
+            ds.push_back(diff_json(d));
+        }
+        all.push_back(ds);
+    } catch (const std::exception & e) {
+        // the server would end the stream with this error after the diffs already sent
+        return {{"diffs", all}, {"final", msg_json(s.chat_msg)}, {"error", e.what()},
+                {"after_pieces", all.size()}};
+    }
+    return {{"diffs", all}, {"final", msg_json(s.chat_msg)}};
+}
+
 static ojson handle(const ojson & req) {
     const std::string op = req.at("op").get<std::string>();
     if (op == "version") {
@@ -228,26 +256,13 @@ static ojson handle(const ojson & req) {
     whole.params = parser_params(p, cp, false);
     whole.update(text, false);
     out["message"] = msg_json(whole.chat_msg);
-    if (req.contains("pieces") && req.at("pieces").is_array()) {
-        stream_state s;
-        s.params = parser_params(p, cp, true);
-        if (s.params.is_continuation && !s.params.echo) {
-            s.chat_msg = common_chat_parse("", true, s.params);
+    // "streams": each a list of pieces, streamed as the server streams them
+    if (req.contains("streams") && req.at("streams").is_array()) {
+        ojson results = ojson::array();
+        for (const auto & pieces : req.at("streams")) {
+            results.push_back(stream_one(p, cp, pieces));
         }
-        ojson all = ojson::array();
-        for (const auto & piece : req.at("pieces")) {
-            ojson ds = ojson::array();
-            for (const auto & d : s.update(piece.get<std::string>(), true)) {
-                ds.push_back(diff_json(d));
-            }
-            all.push_back(ds);
-        }
-        ojson ds = ojson::array();
-        for (const auto & d : s.update("", false)) {
-            ds.push_back(diff_json(d));
-        }
-        all.push_back(ds);
-        out["stream"] = {{"diffs", all}, {"final", msg_json(s.chat_msg)}};
+        out["streams"] = results;
     }
     return out;
 }

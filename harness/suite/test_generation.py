@@ -88,3 +88,20 @@ def test_chat_template(template_item, harness_runtime, golden, record_property):
     if it.stream:
         gen.needs(backend, STREAM)
     _conclude(gen.check_chat_template(harness_runtime, it, backend), golden, record_property)
+
+
+# --- JSON schema -> grammar: the Python port against llama.cpp's C++ (harness/chat_layer_checks.py)
+from harness import chat_layer_checks as clc  # noqa: E402
+from harness.backends.base import PARSE  # noqa: E402
+
+PARAMETERS["schema_item"] = clc.schema_items
+
+
+def test_schema_grammar(schema_item, harness_runtime, golden, record_property):
+    """llama-cpp-python's json_schema_to_gbnf gives the grammar llama.cpp's json_schema_to_grammar
+    gives for every JSON schema the case uses; a refusal by either is a finding."""
+    it = schema_item
+    backend = open_backend(harness_runtime, it.backend, it.case, PARSE, record_property)
+    outcome = clc.check_schema_grammar(it, backend)
+    assert outcome.golden == golden
+    outcome.conclude()

@@ -142,3 +142,20 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
     _conclude(_run(tc.check_chat_call, rt, it, backend), golden, record_property)
+
+
+# --- llama.cpp's own parser on the canned outputs (harness/chat_layer_checks.py) ----------------
+from harness import chat_layer_checks as clc  # noqa: E402
+from harness.backends.base import PARSE  # noqa: E402
+
+PARAMETERS["llama_parse_item"] = clc.llama_parse_items
+
+
+def test_llama_parse(llama_parse_item, harness_runtime, harness_cases, golden, record_property):
+    """llama.cpp's parse of a canned output (as llama-server parses a generation, with the tools
+    offered) agrees with the harness's reference extractor, and streamed equals non-streamed."""
+    it = llama_parse_item
+    backend = open_backend(harness_runtime, it.backend, it.case, PARSE, record_property)
+    outcome = clc.check_llama_parse(it, backend, harness_cases.root)
+    assert outcome.golden == golden
+    outcome.conclude()
