@@ -128,10 +128,9 @@ def test_an_abort_fails_only_its_request_and_the_next_one_runs(chat):
     assert chat.render_prompt(_req()).text.endswith("<|im_start|>assistant\n")   # a fresh probe
 
 
-def test_parse_streamed_equals_non_streamed(chat):
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                "{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}"
-                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+def test_parse_streamed_equals_non_streamed(chat, llama_tree):
+    # a real template: llama.cpp derives the parser from what the template renders for a call
+    template = (llama_tree / "models" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text(encoding="utf-8")
     text = 'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
     parsed = chat.parse(_req(template=template, tools=TOOLS), text, splits(text))
     assert len(parsed.streams) == len(splits(text))
@@ -145,3 +144,9 @@ def test_json_schema_to_grammar_is_the_cpp_converter(chat):
     grammar = chat.json_schema_to_grammar({"type": "object", "properties": {"a": {"type": "integer"}},
                                            "required": ["a"]})
     assert "root ::=" in grammar and "integer" in grammar
+
+
+def test_the_probes_clock_is_the_harnesss_fixed_date(chat):
+    from harness.backends.rendering import FIXED_DATE_STRING
+    got = chat.render_prompt(_req(template="{{ strftime_now('%d %b %Y') }}|{{ date_string }}"))
+    assert got.text == f"{FIXED_DATE_STRING}|{FIXED_DATE_STRING}"

@@ -14,10 +14,12 @@ options.extra: the same keys as llama-server's (llama_cpp_tree, built_server, cm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any
 
 from harness.backends.base import (PARSE, RENDER, BackendError, BackendOptions, ModelFiles, Rendered,
                                    RenderRequest, Unsupported)
+from harness.backends.rendering import FIXED_NOW   # the clock the in-process renderers freeze (UTC)
 from harness.native.probe import BuiltProbe, ProbeCrashed, ProbeError, ProbeProcess, build_chat_probe
 
 CAPABILITIES = frozenset({RENDER, PARSE})
@@ -102,7 +104,9 @@ class LlamaCppChatBackend:
                               "--server-binary alone gives none")
         self.built = resolve_server(extra)
         self.probe: BuiltProbe = build_chat_probe(self.built)
-        self._proc = ProbeProcess(self.probe.binary, self.probe.env(), timeout_s=options.timeout_s)
+        env = {**self.probe.env(), "HARNESS_FIXED_NOW": str(int(FIXED_NOW.replace(tzinfo=timezone.utc).timestamp())),
+               "GGML_NO_BACKTRACE": "1"}          # an abort's message, not a gdb session, on stderr
+        self._proc = ProbeProcess(self.probe.binary, env, timeout_s=options.timeout_s)
         self._version: dict[str, Any] | None = None
 
     # --- plumbing -------------------------------------------------------------------------------

@@ -25,12 +25,50 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 using ojson = nlohmann::ordered_json;
+
+// --- a frozen clock ------------------------------------------------------------------------------
+// Templates read the date (strftime_now, date_string), and llama.cpp takes it from the real clock
+// (jinja's std::time, common_chat_extra_context's system_clock::now), so a prompt would change
+// every day. With HARNESS_FIXED_NOW=<epoch seconds> the probe's realtime clock stands still
+// there, as the harness's in-process renderers do (harness/backends/rendering.py). The shared
+// libraries bind these two symbols to the executable's definitions (they are in its dynamic
+// symbol table because the libraries reference them); other clocks are passed to the kernel.
+static long fixed_now() {
+    static const long value = [] {
+        const char * s = std::getenv("HARNESS_FIXED_NOW");
+        return s && *s ? std::atol(s) : -1L;
+    }();
+    return value;
+}
+
+extern "C" int clock_gettime(clockid_t clk, struct timespec * ts) noexcept {
+    if ((clk == CLOCK_REALTIME || clk == CLOCK_REALTIME_COARSE) && fixed_now() >= 0) {
+        ts->tv_sec  = fixed_now();
+        ts->tv_nsec = 0;
+        return 0;
+    }
+    return (int) syscall(SYS_clock_gettime, clk, ts);
+}
+
+extern "C" time_t time(time_t * out) noexcept {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out) {
+        *out = ts.tv_sec;
+    }
+    return ts.tv_sec;
+}
 
 // --- compatibility layer ------------------------------------------------------------------------
 // The json type the chat API takes: nlohmann::ordered_json up to 0.3.30, common_json in 0.3.36.
@@ -236,7 +274,8 @@ static ojson handle(const ojson & req) {
     const std::string op = req.at("op").get<std::string>();
     if (op == "version") {
         return {{"ok", true}, {"build", llama_build_info()},
-                {"api", std::is_same<chat_json, ojson>::value ? "nlohmann-json" : "common-json"}};
+                {"api", std::is_same<chat_json, ojson>::value ? "nlohmann-json" : "common-json"},
+                {"now", (long) std::time(nullptr)}};
     }
     if (op == "json_schema_to_grammar") {
         return {{"ok", true},
@@ -268,6 +307,10 @@ static ojson handle(const ojson & req) {
 }
 
 int main() {
+    // Replies go to the original stdout; everything else that writes to fd 1 (llama.cpp's logs,
+    // ggml's abort backtrace) lands on stderr, so the protocol stream holds only replies.
+    FILE * replies = fdopen(dup(1), "w");
+    dup2(2, 1);
     std::ios::sync_with_stdio(false);
     std::string line;
     while (std::getline(std::cin, line)) {
@@ -277,7 +320,10 @@ int main() {
         } catch (const std::exception & e) {
             reply = {{"ok", false}, {"error", e.what()}};
         }
-        std::cout << reply.dump(-1, ' ', false, ojson::error_handler_t::replace) << "\n" << std::flush;
+        const std::string text = reply.dump(-1, ' ', false, ojson::error_handler_t::replace);
+        fwrite(text.data(), 1, text.size(), replies);
+        fputc('\n', replies);
+        fflush(replies);
     }
     return 0;
 }

@@ -138,7 +138,12 @@ class ProbeProcess:
             reply = b""
         if not reply:
             self._died(req)
-        got = json.loads(reply)
+        try:
+            got = json.loads(reply)
+        except ValueError:
+            self._kill()
+            raise ProbeCrashed(f"the chat probe answered '{req.get('op')}' with a line that is not JSON "
+                               f"({reply[:120]!r}); stopped; stderr:\n{self._stderr_tail()}") from None
         if not got.get("ok"):
             raise ProbeError(got.get("error", "(no message)"))
         return got
