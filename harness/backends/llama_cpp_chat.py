@@ -30,9 +30,10 @@ class ChatInputs:
     """What a chat request gives llama.cpp's chat layer besides the messages."""
     tool_choice: str = "auto"
     parallel_tool_calls: bool | None = None     # None: the template's capability (server default)
-    enable_thinking: bool = True
-    reasoning_format: str = "deepseek"          # llama-server's default --reasoning-format
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # None: llama-server's own default (the probe reads them from the server's argument parser:
+    # thinking on where the template supports it, reasoning_format auto/deepseek)
+    reasoning_format: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)   # e.g. {"enable_thinking": False}
 
 
 @dataclass
@@ -104,7 +105,8 @@ class LlamaCppChatBackend:
                               "--server-binary alone gives none")
         self.built = resolve_server(extra)
         self.probe: BuiltProbe = build_chat_probe(self.built)
-        env = {**self.probe.env(), "HARNESS_FIXED_NOW": str(int(FIXED_NOW.replace(tzinfo=timezone.utc).timestamp())),
+        env = {k: v for k, v in self.probe.env().items() if not k.startswith("LLAMA_ARG_")}  # as for the server
+        env = {**env, "HARNESS_FIXED_NOW": str(int(FIXED_NOW.replace(tzinfo=timezone.utc).timestamp())),
                "GGML_NO_BACKTRACE": "1"}          # an abort's message, not a gdb session, on stderr
         self._proc = ProbeProcess(self.probe.binary, env, timeout_s=options.timeout_s)
         self._version: dict[str, Any] | None = None
@@ -137,10 +139,11 @@ class LlamaCppChatBackend:
             "bos_token": req.bos_token if req.bos_token is not None else self._bos,
             "eos_token": req.eos_token if req.eos_token is not None else self._eos,
             "messages": req.messages, "add_generation_prompt": req.add_generation_prompt,
-            "tool_choice": inputs.tool_choice, "enable_thinking": inputs.enable_thinking,
-            "reasoning_format": inputs.reasoning_format,
+            "tool_choice": inputs.tool_choice,
             "chat_template_kwargs": {**inputs.chat_template_kwargs, **req.extra},
         }
+        if inputs.reasoning_format is not None:
+            body["reasoning_format"] = inputs.reasoning_format
         if req.tools is not None:
             body["tools"] = req.tools
         if inputs.parallel_tool_calls is not None:

@@ -18,6 +18,7 @@
 // Supported trees: the common chat API of llama.cpp as vendored in llama-cpp-python 0.3.30 to
 // 0.3.36. The few differences are bridged below (json type, thinking end tag(s)).
 
+#include "arg.h"
 #include "build-info.h"
 #include "chat.h"
 #include "common.h"
@@ -105,15 +106,33 @@ static const char * trigger_type_name(common_grammar_trigger_type t) {
     return "unknown";
 }
 
+// llama-server's own defaults, from its own argument parser (as the harness starts it: --jinja):
+// reasoning_format, --reasoning (auto), --prefill-assistant, the default chat_template_kwargs
+// (0.3.36 adds preserve_reasoning=true there), force_pure_content_parser.
+static const common_params & server_defaults() {
+    static const common_params params = [] {
+        common_params p;
+        const char * argv[] = {"llama-server", "--jinja", nullptr};
+        if (!common_params_parse(2, const_cast<char **>(argv), p, LLAMA_EXAMPLE_SERVER)) {
+            throw std::runtime_error("llama-server's argument parser refused '--jinja'");
+        }
+        return p;
+    }();
+    return params;
+}
+
 struct prepared {
     common_chat_templates_ptr    tmpls;
     common_chat_templates_inputs inputs;
-    common_reasoning_format      reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;  // server default
+    common_reasoning_format      reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;
     bool                         parse_tool_calls = true;  // common_chat_parser_params default
 };
 
-// What oaicompat_chat_params_parse does with a request body, for the fields the probe takes.
+// What llama-server does with a request body (oaicompat_chat_params_parse), for the fields the
+// probe takes, on top of the server's defaults (server-context.cpp: enable_thinking is on when the
+// template supports thinking and --reasoning is not off).
 static prepared prepare(const ojson & req) {
+    const common_params & srv = server_defaults();
     prepared p;
     p.tmpls = common_chat_templates_init(nullptr, req.at("template").get<std::string>(),
                                          str_or(req, "bos_token", ""), str_or(req, "eos_token", ""));
@@ -128,17 +147,18 @@ static prepared prepare(const ojson & req) {
                                    ? req.at("parallel_tool_calls").get<bool>()
                                    : caps["supports_parallel_tool_calls"];
     in.add_generation_prompt = req.value("add_generation_prompt", true);
-    // the server prefills a trailing assistant message (its default --prefill-assistant)
-    if (!in.messages.empty() && in.messages.back().role == "assistant") {
+    if (srv.prefill_assistant && !in.messages.empty() && in.messages.back().role == "assistant") {
         in.continue_final_message = COMMON_CHAT_CONTINUATION_AUTO;
         in.add_generation_prompt  = false;
     }
+    p.reasoning_format = srv.reasoning_format;
     std::string rf = str_or(req, "reasoning_format", "");
     if (!rf.empty()) {
         p.reasoning_format = common_reasoning_format_from_name(rf);
     }
     in.reasoning_format = p.reasoning_format;
-    in.enable_thinking  = req.value("enable_thinking", true);
+    in.enable_thinking  = srv.enable_reasoning != 0 && common_chat_templates_support_enable_thinking(p.tmpls.get());
+    in.chat_template_kwargs = srv.default_template_kwargs;
     if (req.contains("chat_template_kwargs") && req.at("chat_template_kwargs").is_object()) {
         for (const auto & item : req.at("chat_template_kwargs").items()) {
             in.chat_template_kwargs[item.key()] = item.value().dump();
@@ -154,6 +174,7 @@ static prepared prepare(const ojson & req) {
             throw std::invalid_argument("invalid type for \"enable_thinking\" (expected boolean, got string)");
         }
     }
+    in.force_pure_content = srv.force_pure_content_parser;
     if (req.contains("parse_tool_calls") && req.at("parse_tool_calls").is_boolean()) {
         p.parse_tool_calls = req.at("parse_tool_calls").get<bool>();
     }
@@ -284,6 +305,13 @@ static ojson handle(const ojson & req) {
     prepared p  = prepare(req);
     auto     cp = common_chat_templates_apply(p.tmpls.get(), p.inputs);
     ojson    out = {{"ok", true}, {"prompt", cp.prompt}, {"params", params_json(cp)}};
+    out["params"]["enable_thinking"]  = p.inputs.enable_thinking;   // the inputs the server used
+    out["params"]["reasoning_format"] = common_reasoning_format_name(p.reasoning_format);
+    ojson kwargs = ojson::object();
+    for (const auto & kv : p.inputs.chat_template_kwargs) {
+        kwargs[kv.first] = kv.second;
+    }
+    out["params"]["chat_template_kwargs"] = kwargs;
     if (op == "render") {
         return out;
     }
