@@ -147,7 +147,7 @@ def stream_problems(message: dict[str, Any], parsed_streams, streams: list[list[
 
 
 def check_llama_parse(item: Item, backend, cases_root: Path) -> Outcome:
-    from .backends.llama_cpp_chat import ProbeError
+    from .backends.llama_cpp_chat import ChatInputs, ProbeError
     from .toolcalls import get_format
     fmt, oid = item.params["format"], item.params["output"]
     canned = canned_outputs(cases_root)[fmt]
@@ -159,15 +159,20 @@ def check_llama_parse(item: Item, backend, cases_root: Path) -> Outcome:
     header = (f"{case.location()}: canned output {fmt}::{oid} ({canned['file']}) parsed by llama.cpp's chat "
               f"layer for template {case.template_path.stem}")
     streams = splits(text)
+    ref = get_format(fmt).extract(text, tools)
+    # The canned output is what the model wrote after the generation prompt: a thinking template
+    # renders "<think>" there unless thinking is off, so the server parses it with thinking off
+    # unless the output carries reasoning (the request a client that disables thinking sends).
+    thinking = bool(getattr(ref, "reasoning", "") or "")
+    inputs = ChatInputs(chat_template_kwargs={"enable_thinking": thinking})
     try:
-        parsed = backend.parse(req, text, streams)
+        parsed = backend.parse(req, text, streams, inputs)
     except ProbeError as exc:
         out = Outcome(golden={"error": str(exc)}, header=header)
         out.problems.append(f"llama.cpp could not parse it: {exc}")
         return out
-    golden = {"format": parsed.params["format"], "message": parsed.message}
+    golden = {"format": parsed.params["format"], "enable_thinking": thinking, "message": parsed.message}
     out = Outcome(golden=golden, header=header)
-    ref = get_format(fmt).extract(text, tools)
     out.problems += [f"llama.cpp vs the harness's {fmt} extractor: {p}" for p in compare_with_reference(parsed.message, ref)]
     out.problems += stream_problems(parsed.message, parsed.streams, streams)
     return out
