@@ -8,6 +8,7 @@ import pytest
 from harness import tokenization as tk
 from harness.backends.base import DETOKENIZE, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch
+from harness.token_tables import token_table_items
 from harness.suite import open_backend, skip_unsupported
 
 PARAMETERS = {
@@ -19,6 +20,7 @@ PARAMETERS = {
     "special_render_item": tk.per_backend_items("tokenizer.special_render"),
     "special_item": tk.per_case_items("tokenizer.special"),
     "sizes_item": tk.per_case_items("tokenizer.sizes"),
+    "token_table_item": token_table_items,
 }
 
 
@@ -281,3 +283,20 @@ def test_vocab_sizes(sizes_item, harness_runtime, golden, record_property):
     if problems:
         raise Mismatch(f"{it.case.location()}: vocab sizes disagree (token masks built from the smaller size "
                        f"go out of range):\n  " + "\n  ".join(problems))
+
+
+def test_token_table(token_table_item, harness_runtime, record_property):
+    """A constrained-decoding library's token table (harness/token_tables.py), built as its docs
+    say with and without an explicit vocab size: it allows no id >= n_vocab and can allow the
+    model's end-of-generation ids."""
+    from harness import token_tables as tt
+    it, rt = token_table_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, VOCAB, record_property)
+    hf = None if it.params["library"] == tt.LMFE_LLAMA else open_backend(rt, "hf", it.case, VOCAB, record_property)
+    try:
+        details, finding = tt.check_token_table(it, hf, llama)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"token_table": details})
+    if finding is not None:
+        raise finding
