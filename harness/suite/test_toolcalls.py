@@ -10,6 +10,7 @@ import pytest
 
 from harness import toolcall_checks as tc
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
+from harness.llamafactory_checks import extract_items as llamafactory_items
 from harness.server_build import ServerBuildError
 from harness.suite import open_backend, skip_build_failure, skip_unsupported
 
@@ -19,6 +20,7 @@ PARAMETERS = {
     "stream_item": tc.stream_items,
     "grammar_item": tc.grammar_items,
     "chat_item": tc.chat_items,
+    "llamafactory_item": llamafactory_items,
 }
 
 
@@ -142,3 +144,16 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
     _conclude(_run(tc.check_chat_call, rt, it, backend), golden, record_property)
+
+
+def test_llamafactory_extract(llamafactory_item, harness_cases, record_property):
+    """LLaMA-Factory's tool-call extractor of each wire format on that format's canned outputs,
+    against the harness's reference extractor (harness/llamafactory_checks.py)."""
+    from harness.llamafactory_checks import check_extract
+    try:
+        details, finding = check_extract(llamafactory_item, harness_cases.root)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"llamafactory": details})
+    if finding is not None:
+        raise finding
