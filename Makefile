@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	# xgrammar without its triton requirement (GPU kernels the token-table check never calls)
 	$(BIN)/python -m pip install --quiet --no-deps 'xgrammar==0.2.8'
+	# LLaMA-Factory's tool_utils.py only (loaded from its file): none of its training dependencies
+	$(BIN)/python -m pip install --quiet --no-deps 'llamafactory==0.9.5'
 	touch $(STAMP)
 
 conformance: setup
