@@ -27,7 +27,7 @@ from .backends.base import Unsupported
 from .cases import CaseSet
 from .checks import Mismatch
 from .generation import GenItem, chat_prompt, entry_line
-from .token_tables import LLGUIDANCE, LMFE_LLAMA, XGRAMMAR, library_version
+from .token_tables import LLGUIDANCE, LMFE_LLAMA, XGRAMMAR, library_version, lmfe_llama_data
 
 CHECK = "generation.constrained"
 LLAMA_GRAMMAR = "llama.cpp"
@@ -114,7 +114,8 @@ def _llguidance_processor(hf_tok, schema: dict, prompt_len: int, n_vocab: int, r
 def _lmfe_processor(llm, schema: dict, n_vocab: int, run: Run):
     from lmformatenforcer import JsonSchemaParser
     from lmformatenforcer.integrations.llamacpp import build_llamacpp_logits_processor
-    proc = build_llamacpp_logits_processor(llm, JsonSchemaParser(schema))
+    # the integration's own tokenizer data (build_token_enforcer_tokenizer_data(llm)), built once
+    proc = build_llamacpp_logits_processor(lmfe_llama_data(llm), JsonSchemaParser(schema))
 
     def recorded(input_ids, scores):
         # the ids the integration is about to allow (TokenEnforcer caches them per prefix)

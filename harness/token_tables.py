@@ -18,6 +18,7 @@ of llama.cpp's (its eos and eot) the table cannot allow.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Iterable
@@ -111,7 +112,7 @@ def build_table(library: str, variant: str, tokenizer, llm, n_vocab: int) -> Tab
         else:
             mod = _import(library, "lmformatenforcer.integrations.llamacpp")
             call = "lmformatenforcer.integrations.llamacpp.build_token_enforcer_tokenizer_data(llm)"
-            build = lambda: mod.build_token_enforcer_tokenizer_data(llm)  # noqa: E731
+            build = lambda: lmfe_llama_data(llm)  # noqa: E731
         return _guarded(library, call, lambda t: _lmfe(t, build))
     if library == XGRAMMAR:
         xgr = _import(library, "xgrammar")
@@ -128,6 +129,19 @@ def build_table(library: str, variant: str, tokenizer, llm, n_vocab: int) -> Tab
                                  "(tokenizer.get_vocab() without its special ids, as outlines builds it)",
                         lambda t: _outlines(t, oc, tokenizer))
     raise ValueError(f"unknown token-table library {library!r}")
+
+
+_LMFE_DATA: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def lmfe_llama_data(llm):
+    """lm-format-enforcer's tokenizer data for a llama-cpp-python model, built once per model and
+    worker (a Python pass over the whole vocab: 30-70 s here); the constrained-generation check
+    reuses it."""
+    from lmformatenforcer.integrations.llamacpp import build_token_enforcer_tokenizer_data
+    if llm not in _LMFE_DATA:
+        _LMFE_DATA[llm] = build_token_enforcer_tokenizer_data(llm)
+    return _LMFE_DATA[llm]
 
 
 def _guarded(library: str, call: str, fill) -> Table:
