@@ -12,8 +12,8 @@ lm-format-enforcer also its llama-cpp-python integration), without a vocab size 
 explicit one (llama.cpp's n_vocab = the model's embedding rows, and the tokenizer's
 `vocab_size`). The ids a table can allow are measured through the library's own matcher on a
 grammar that accepts any text, at its start state (where the empty text is already complete,
-so the stop ids are allowed too). Findings: an allowed id >= n_vocab, or an end-of-generation id
-of llama.cpp's (its eos and eot) the table cannot allow.
+so the stop ids are allowed too). Findings: an allowed id >= n_vocab, or llama.cpp's eos id (its eot
+where it has no eos) the table cannot allow; its other end-of-generation ids are recorded.
 """
 
 from __future__ import annotations
@@ -234,7 +234,9 @@ def check_token_table(item: Item, hf, llama) -> tuple[dict[str, Any], Mismatch |
     if variant == "hf_vocab_size" and tokenizer is not None and tokenizer.vocab_size == lv.n_vocab:
         raise Unsupported(f"tokenizer.vocab_size = n_vocab = {lv.n_vocab}: the same table as the n_vocab variant")
     table = build_table(library, variant, tokenizer, llama.llm, lv.n_vocab)
-    required = {k: v for k, v in (("eos", lv.eos_id), ("eot", lv.eot_id)) if v is not None}
+    # the end-of-generation id a table must allow: llama.cpp's eos (its eot only where there is no
+    # eos). Its other EOG ids (eot, FIM ends, ...) are recorded; many are not ends of a reply.
+    required = {"eos": lv.eos_id} if lv.eos_id is not None else ({"eot": lv.eot_id} if lv.eot_id is not None else {})
     details = {"library": library, "version": version, "call": table.call, "table size": table.size,
                "stop ids": table.stop_ids, "allowed": len(table.allowed),
                "max allowed id": max(table.allowed, default=None), "error": table.error, **table.notes,
@@ -242,6 +244,7 @@ def check_token_table(item: Item, hf, llama) -> tuple[dict[str, Any], Mismatch |
                "llama.cpp eog ids": lv.eog_ids, "required eog": required}
     if tokenizer is not None:
         details.update({"hf len(tokenizer)": len(tokenizer), "hf vocab_size": tokenizer.vocab_size})
+    details["llama.cpp eog ids it cannot allow"] = sorted(set(lv.eog_ids) - set(table.allowed))
     as_text = sorted(set(lv.eog_ids) & set(table.allowed) - set(table.stop_ids))
     if as_text:   # allowed wherever text is: llama.cpp ends the generation on them mid-grammar
         details["eog ids allowed as text tokens"] = as_text
