@@ -340,7 +340,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
             # identical runs; results.json should not
             # (xdist's copy of an xfail's traceback starts with a newline that pytest's own lacks)
-            "message": ADDRESS.sub("0x…", WORKER_LINE.sub("", message).lstrip("\n")[-4000:]),
+            "message": stable_message(message),
         })
 
 
@@ -356,6 +356,14 @@ def _summary(report) -> str:
 _CONFIG: dict[str, Any] = {}
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
 WORKER_LINE = re.compile(r"^\[gw\d+\] \S+ -- Python .*\n", re.M)
+MESSAGE_CHARS = 4000
+
+
+def stable_message(message: str) -> str:
+    """A failure message as results.json keeps it: the same for identical runs. Object addresses
+    and xdist's worker header are removed before the message is cut to its last MESSAGE_CHARS
+    (cut first, an address could lose its 0x and survive as digits that differ per run)."""
+    return ADDRESS.sub("0x…", WORKER_LINE.sub("", message).lstrip("\n"))[-MESSAGE_CHARS:]
 
 
 def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]:

@@ -232,3 +232,12 @@ def test_a_clean_run_says_passed(tmp_path):
     page = report_of(tmp_path, rec("harness/suite/test_templates.py::test_render[s,c,gen,hf]", "passed", "s",
                                    "templates.render", "hf"))
     assert 'class="verdict good"><b>PASSED</b>: nothing failed' in page and 'id="attention"' not in page
+
+
+def test_stable_message_elides_addresses_before_cutting():
+    from harness.plugin import MESSAGE_CHARS, stable_message
+    tail = "x" * (MESSAGE_CHARS - 8)
+    a = stable_message("<object at 0x7f3f024d85e0>" + tail)
+    b = stable_message("<object at 0x7fe9b2a6a520>" + tail)
+    assert a == b and len(a) == MESSAGE_CHARS
+    assert stable_message("[gw1] linux -- Python 3.11.7 /x\nboom at 0x7f3f024d85e0") == "boom at 0x…"
