@@ -107,6 +107,10 @@ REGRESSIONS = [
     "Action: f\nAction Inp",  # cut inside the header was once reported as content
     "<tool_call>f\n<arg_key>a</arg_key>\n<arg_val",  # same, GLM-4.5
     "all\nhi>>>",  # a bare prefix at the very end
+    # a lone DeepSeek call followed by the section's end token: the partial end token was emitted
+    # as content, then taken back (found by this test on a fresh machine)
+    '{｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Paris", "days": 3}'
+    '<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
     "\ud800<tool_call>\udfff",  # lone surrogates
     # Found in review: an integer-typed parameter beyond Python's int/str digit limit.
     "<tool_call>\n<function=get_weather>\n<parameter=days>\n" + "9" * 5000 + "\n</parameter>\n</function>\n</tool_call>",

@@ -47,7 +47,11 @@ class Sections(Format):
                 count += 1
                 if not wrapped:
                     q = skip_ws(text, p)
-                    return q + len(close) if text.startswith(close, q) else p
+                    if text.startswith(close, q):
+                        return q + len(close)
+                    if not final and text[q:] and close.startswith(text[q:]):
+                        return None    # the section's end token may be arriving: not content yet
+                    return p
                 continue
             if not final and any(t.startswith(text[p:]) for t in (close, self.call[0])):
                 return None
