@@ -12,6 +12,25 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+
+def _hypothesis_without_local_constants() -> None:
+    """Hypothesis (6.13x+) mixes into generation string and number constants it mines from the
+    "local" modules loaded in the process at that moment, which differ between xdist workers, with
+    test order and with every edit of the harness. The fuzz tests are derandomized so that a run
+    tries the same inputs everywhere; without this, which inputs they tried depended on what else
+    the worker had imported (a stream bug was found on one machine and not on another). Internal
+    API, so guarded: if it moves, only this determinism is lost."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        empty = providers.Constants()
+        providers._get_local_constants = lambda: empty
+        providers.CONSTANTS_CACHE.cache.clear()
+    except (ImportError, AttributeError):
+        pass
+
+
+_hypothesis_without_local_constants()
+
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "cases"
 SUITE = REPO / "harness" / "suite"
