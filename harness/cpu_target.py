@@ -63,11 +63,23 @@ def _cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "llm-harness")
 
 
+def _user_cmake_args() -> list[str]:
+    """CMAKE_ARGS from the environment, which go after the target's own (so a user's option
+    wins). A compiler launcher (ccache) changes how, not what, is compiled: not part of the key."""
+    return os.environ.get("CMAKE_ARGS", "").split()
+
+
+def _key_args() -> list[str]:
+    return [a for a in _user_cmake_args() if "_COMPILER_LAUNCHER=" not in a]
+
+
 def wheel_dir(version: str) -> Path:
     ident = {"package": "llama-cpp-python", "version": version, "target": TARGET_VERSION,
              "cmake_args": cmake_args(), "machine": platform.machine(),
              "python": f"{sys.version_info.major}.{sys.version_info.minor}",
              "cc": os.environ.get("CC", ""), "cxx": os.environ.get("CXX", "")}
+    if _key_args():
+        ident["user_cmake_args"] = _key_args()
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return _cache_root() / "wheels" / f"llama-cpp-python-{version}-{key}"
 
@@ -86,7 +98,7 @@ def install(lock: Path) -> Path:
               f"about 8-10 minutes once, kept in {out}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            env = {**os.environ, "CMAKE_ARGS": cmake_args()}
+            env = {**os.environ, "CMAKE_ARGS": " ".join([cmake_args(), *_user_cmake_args()])}
             subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                             "--no-cache-dir", "--no-binary", "llama-cpp-python", "-w", tmp,
                             f"llama-cpp-python=={version}"], check=True, env=env)

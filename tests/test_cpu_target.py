@@ -45,3 +45,13 @@ def test_wheel_cache_is_keyed_by_the_build_options(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(cpu_target, "cmake_args", lambda machine=None: "-DGGML_NATIVE=ON")
     assert cpu_target.wheel_dir("0.3.36") != a
     assert cpu_target.wheel_dir("0.3.37") != a
+
+
+def test_user_cmake_args_are_part_of_the_key_but_a_compiler_launcher_is_not(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    plain = cpu_target.wheel_dir("0.3.36")
+    monkeypatch.setenv("CMAKE_ARGS", "-DCMAKE_C_COMPILER_LAUNCHER=/x/ccache -DCMAKE_CXX_COMPILER_LAUNCHER=/x/ccache")
+    assert cpu_target.wheel_dir("0.3.36") == plain
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_BLAS=ON")
+    assert cpu_target.wheel_dir("0.3.36") != plain
