@@ -524,7 +524,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            from .isolation import rss_mib
+            from harness.run.isolation import rss_mib
             if (peak := rss_mib(proc.pid)[1]):
                 SERVER_PEAKS_MIB.append(peak)
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
