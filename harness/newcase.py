@@ -284,7 +284,7 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else textwrap.shorten(text, max(width, 20), placeholder="...")
 
 
-def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
+def render_case(case_id: str, f: _Facts, contexts: dict, pieces=None) -> str:
     m = f.meta
     chosen, left_out = _choose_contexts(contexts, f.mentions_tools)
     tags = ["full-model" if m.has_weights else "vocab-only"]
@@ -402,8 +402,12 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
     add("contexts:")
     for cid in chosen:
         add(f"  - {cid}   # {_short(contexts[cid].description, 80 - len(cid))}")
-    if f.reference:
+    from .newcase_generation import generation_lines
+    gen_lines = generation_lines(m, f.tool_format, f.mentions_tools, pieces, {c: contexts[c] for c in chosen})
+    if f.reference or gen_lines:
         add("checks:")
+        L.extend(gen_lines)
+    if f.reference:
         add("  tokenizer:")
         add("    # llama.cpp's HF-generated reference token ids for this vocab (the .inp/.out files")
         add("    # next to the GGUF), checked exactly as llama.cpp's test-tokenizer-0 does")
@@ -412,7 +416,8 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
         add(f"      inp: {q(f.reference['inp'])}")
         add(f"      out: {q(f.reference['out'])}")
     else:
-        add("# checks: {}   # per-family options, e.g. templates: {renderers: [hf, llama-cpp-python]}")
+        if not gen_lines:
+            add("# checks: {}   # per-family options, e.g. templates: {renderers: [hf, llama-cpp-python]}")
         if f.reference_note:
             add(f"# {f.reference_note}")
     add("#")
@@ -430,7 +435,7 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
 def _shared_root(cases_dir: Path, tmp: Path) -> Path:
     root = tmp / "cases"
     root.mkdir()
-    for sub in ("contexts", "tools"):
+    for sub in ("contexts", "tools", "grammars", "stops", "toolcall-generation"):
         if (cases_dir / sub).is_dir():
             shutil.copytree(cases_dir / sub, root / sub)
     return root
@@ -626,7 +631,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
         if shared.errors:
             raise NewCaseError("the shared contexts or tool sets have errors; fix them first:\n"
                                + "\n".join(str(e) for e in shared.errors))
-        text = render_case(case_id, facts, shared.contexts)
+        text = render_case(case_id, facts, shared.contexts, shared.pieces)
         found = _validate(root, target.name, text, str(cases_dir))
         case = found.by_id(case_id)
         if case.raw["description"] != _description(facts):
