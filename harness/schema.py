@@ -128,8 +128,9 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                 "allOf": [{"oneOf": [{"required": ["gbnf"]}, {"required": ["json_schema"]}]},
                           {"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}],
             }]}},
-            # a shared stop set's id (cases/stops/) or an inline list
-            "stops": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {
+            # a shared stop set's id (cases/stops/), or a list of stop-set ids and inline entries (an
+            # inline entry replaces the set's entry of the same id)
+            "stops": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {"oneOf": [_ID, {
                 "type": "object", "additionalProperties": False,
                 "required": ["id", "prompt", "expect_finish"],
                 "properties": {
@@ -144,9 +145,9 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
                 },
                 "oneOf": [{"required": ["stop"]}, {"required": ["stop_ids"]}],
-            }}]},
+            }]}}]},
             # a shared stop set's id (its special_rendering list) or an inline list
-            "special_rendering": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {
+            "special_rendering": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {"oneOf": [_ID, {
                 "type": "object", "additionalProperties": False,
                 "required": ["id", "prompt"],
                 "properties": {
@@ -156,7 +157,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "grammar": _TEXT,
                     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
                 },
-            }}]},
+            }]}}]},
         },
     },
     # throughput benchmarks (`harness bench`, harness/bench.py); not run by `harness run`
@@ -323,7 +324,7 @@ TOOLSET_SCHEMA: dict[str, Any] = {
 
 # shared generation pieces (harness/shared_pieces.py): the same objects a case may write inline
 _GRAMMAR_ITEM = CHECK_FRAGMENTS["generation"]["properties"]["grammars"]["items"]["oneOf"][1]
-_STOP_ITEM = CHECK_FRAGMENTS["generation"]["properties"]["stops"]["oneOf"][1]["items"]
+_STOP_ITEM = CHECK_FRAGMENTS["generation"]["properties"]["stops"]["oneOf"][1]["items"]["oneOf"][1]
 _TOOLGEN = CHECK_FRAGMENTS["toolcalls"]["properties"]["generation"]["oneOf"][1]
 _HEADER = {"schema": {"const": SCHEMA_VERSION}, "id": _ID}
 GRAMMAR_FILE_SCHEMA: dict[str, Any] = {
@@ -337,7 +338,8 @@ STOPSET_FILE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["schema", "id", "description", "stops"],
     "properties": {**_HEADER, "description": _TEXT,
                    "stops": {"type": "array", "minItems": 1, "items": _SHARED_STOP},
-                   "special_rendering": CHECK_FRAGMENTS["generation"]["properties"]["special_rendering"]["oneOf"][1]}}
+                   "special_rendering": {"type": "array", "minItems": 1, "items": CHECK_FRAGMENTS["generation"]["properties"][
+                       "special_rendering"]["oneOf"][1]["items"]["oneOf"][1]}}}
 TOOLGEN_FILE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
     "required": ["schema", "id", "description", "template", "format", "context"],

@@ -104,6 +104,31 @@ def _mentions(value: Any, text: str) -> bool:
     return False
 
 
+def _entries_of(located: Located, key: str, refs: list, listed: bool, pieces: Pieces, problems: list[Problem],
+                used: set[str]) -> list[dict[str, Any]]:
+    """A stop set's (or its special_rendering's) entries for each id, inline entries as given;
+    an inline entry with the id of a set's entry takes its place."""
+    out: list[dict[str, Any]] = []
+    for i, ref in enumerate(refs):
+        path = ("checks", "generation", key) + ((i,) if listed else ())
+        if not isinstance(ref, str):
+            at = next((k for k, e in enumerate(out) if e.get("id") == ref.get("id")), None)
+            if at is None:
+                out.append(copy.deepcopy(ref))
+            else:
+                out[at] = copy.deepcopy(ref)
+            continue
+        have = [k for k, p in pieces.stops.items() if p.data.get(key)]
+        piece = pieces.stops.get(ref)
+        if piece is None or not piece.data.get(key):
+            problems.append(_missing(located, path, "stop set" if key == "stops" else
+                                     "stop set with special_rendering", ref, have))
+            continue
+        used.add(piece.file)
+        out.extend(copy.deepcopy(piece.data[key]))
+    return out
+
+
 def resolve(located: Located, pieces: Pieces) -> tuple[dict[str, Any], list[Problem], set[str]]:
     """(the case's data with every reference replaced by a copy of its piece, problems, the
     files of the pieces it uses). The located data itself is not changed."""
@@ -134,24 +159,12 @@ def resolve(located: Located, pieces: Pieces) -> tuple[dict[str, Any], list[Prob
                 used.add(piece.file)
                 out.append(_substitute(copy.deepcopy(piece.data), turn_end))
             new_gen["grammars"] = out
-        stops = gen.get("stops")
-        if isinstance(stops, str):
-            piece = pieces.stops.get(stops)
-            if piece is None:
-                problems.append(_missing(located, ("checks", "generation", "stops"), "stop set", stops, pieces.stops))
-            else:
-                used.add(piece.file)
-                new_gen["stops"] = _substitute(copy.deepcopy(piece.data["stops"]), turn_end)
-        special = gen.get("special_rendering")
-        if isinstance(special, str):
-            piece = pieces.stops.get(special)
-            if piece is None or not piece.data.get("special_rendering"):
-                problems.append(_missing(located, ("checks", "generation", "special_rendering"),
-                                         "stop set with special_rendering", special,
-                                         [k for k, p in pieces.stops.items() if p.data.get("special_rendering")]))
-            else:
-                used.add(piece.file)
-                new_gen["special_rendering"] = _substitute(copy.deepcopy(piece.data["special_rendering"]), turn_end)
+        for key in ("stops", "special_rendering"):
+            value = gen.get(key)
+            if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
+                entries = _entries_of(located, key, value if isinstance(value, list) else [value],
+                                      isinstance(value, list), pieces, problems, used)
+                new_gen[key] = _substitute(entries, turn_end)
     tc = checks.get("toolcalls")
     new_tc = copy.deepcopy(tc) if isinstance(tc, dict) else tc
     if isinstance(tc, dict):
