@@ -30,7 +30,7 @@ from .expand import Item
 
 CHECK = "toolcalls.model_format"
 BACKEND = "llama-server"
-MAX_TOKENS = 64
+MAX_TOKENS = 32         # a call opens within the first tokens; the verdict needs no more (suite budget)
 # the opening marker of each wire format's call, as the template asks for it
 MARKERS = {"hermes": "<tool_call>"}
 _JSON_CALL = re.compile(r'\{\s*"name"\s*:\s*"[^"]+"\s*,\s*"arguments"\s*:', re.S)
