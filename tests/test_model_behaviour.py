@@ -1,11 +1,11 @@
-"""toolcalls.model_format (harness/model_behaviour.py): the classification, its place in the
+"""toolcalls.model_format (harness/families/toolcalls/model_format.py): the classification, its place in the
 report apart from the stack findings, and the mirror download's progress line."""
 
 from __future__ import annotations
 
-from harness import model_behaviour as mb
-from harness.report_behaviour import behaviour_html, behaviour_md
-from harness.sources import progress_bar
+from harness.families.toolcalls import model_format as mb
+from harness.report.behaviour import behaviour_html, behaviour_md
+from harness.models.sources import progress_bar
 
 
 def test_classify():

