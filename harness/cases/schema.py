@@ -387,7 +387,9 @@ def _translate(error: jsonschema.ValidationError, located: Located) -> list[Prob
         return [located.problem(path, f"{_short(error.instance)} is not one of: {allowed}{hint}")]
     if error.validator in ("oneOf", "anyOf", "allOf", "if", "not") and error.context:
         # pick the most specific sub-error: the deepest path, then the first
-        best = max(error.context, key=lambda e: (len(e.absolute_path), -e.relative_schema_path.__len__()))
+        # (an id-or-object value: the object's own error says more than "expected string")
+        best = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type",
+                                                 -e.relative_schema_path.__len__()))
         return _translate(best, located)
     if error.validator == "not" and error.validator_value.get("required"):
         return [located.problem(path, f"'{error.validator_value['required'][0]}' is not allowed here")]
