@@ -23,7 +23,7 @@ HAND_WRITTEN = ("description", "known_defects")
 @pytest.fixture
 def case_tree(tmp_path, monkeypatch):
     """The repository's cases without the Qwen case, offline as in CI."""
-    from harness import sources
+    from harness.models import sources
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sources.hub_unreachable_reason.cache_clear()
     cases = tmp_path / "cases"

