@@ -37,7 +37,8 @@ def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
         # xdist isolates native crashes (a crashed worker fails its current test and is
         # replaced); loadgroup keeps each case on one worker so models load once
         args += ["-n", str(ns.workers), "--dist", "loadgroup", "--max-worker-restart", "20"]
-    return args + extra
+    from harness.run.options import run_option_args
+    return args + run_option_args(ns) + extra   # after the defaults: a given --cases/--golden-dir wins
 
 
 def cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "join the shards with `harness merge`)")
     run.add_argument("--durations", metavar="RESULTS_JSON",
                      help="balance the shards by the check durations of this earlier results.json (or its folder)")
+    from harness.run.options import add_run_options
+    add_run_options(run)
     run.set_defaults(func=cmd_run)
 
     merge_p = sub.add_parser("merge", help="join the reports folders of `harness run --shard K/N` into one "

@@ -27,7 +27,7 @@ GOOD = textwrap.dedent("""\
       tokenizer:
         from_gguf: true
     contexts: [single-user, system-user, multi-turn, unicode-whitespace, tools-offered, tool-round-trip,
-               parallel-tool-calls]
+               parallel-tool-calls, tool-follow-up, tools-system-prompt]
     known_defects:
       - check: templates.agree
         where: {{renderer: llama.cpp-builtin, context: "single-user|system-user"}}
@@ -148,13 +148,14 @@ def test_known_defect_that_can_never_apply(cases, capsys):
         f"cases/never.yaml:{where_line}:13: known_defects[0].where.rendrer: 'rendrer' is not a parameter of any "
         "check item (did you mean 'renderer'?)",
         f"cases/never.yaml:{where_line}:41: known_defects[0].where.context: 'multi-*-turn' matches no context of "
-        "this case (multi-turn, parallel-tool-calls, single-user, system-user, tool-round-trip, tools-offered, "
-        "unicode-whitespace): the defect can never apply",
+        "this case (multi-turn, parallel-tool-calls, single-user, system-user, tool-follow-up, tool-round-trip, "
+        "tools-offered, tools-system-prompt, unicode-whitespace): the defect can never apply",
     ]
 
 
 def test_unused_shared_files_warn_and_fail_only_when_strict(cases, capsys):
-    text = case_text().replace(", tools-offered, tool-round-trip,\n           parallel-tool-calls]", "]")
+    text = case_text().replace(", tools-offered, tool-round-trip,\n           parallel-tool-calls, tool-follow-up, "
+                               "tools-system-prompt]", "]")
     (cases / "lint-model.yaml").write_text(text)
     shutil.copy(cases / "tools" / "weather.yaml", cases / "tools" / "spare.yaml")
     (cases / "tools" / "spare.yaml").write_text((cases / "tools" / "spare.yaml").read_text()
@@ -164,8 +165,11 @@ def test_unused_shared_files_warn_and_fail_only_when_strict(cases, capsys):
     assert lines == [
         "cases/contexts/parallel-tool-calls.yaml:1:1: id: warning: shared context 'parallel-tool-calls' is used by "
         "no case",
+        "cases/contexts/tool-follow-up.yaml:1:1: id: warning: shared context 'tool-follow-up' is used by no case",
         "cases/contexts/tool-round-trip.yaml:1:1: id: warning: shared context 'tool-round-trip' is used by no case",
         "cases/contexts/tools-offered.yaml:1:1: id: warning: shared context 'tools-offered' is used by no case",
+        "cases/contexts/tools-system-prompt.yaml:1:1: id: warning: shared context 'tools-system-prompt' is used by "
+        "no case",
         "cases/tools/spare.yaml:1:1: id: warning: tool set 'spare' is used by no context",
     ]
     assert run_lint(capsys, cases, "--strict")[0] == 1

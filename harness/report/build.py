@@ -464,6 +464,8 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
             if any_cell:
                 out.append(f"| {model} | " + " | ".join(row) + " |")
         out.append("")
+    from harness.report.behaviour import behaviour_md
+    out += behaviour_md(tests)       # properties of the models, apart from the stack findings
     rows = _throughput_rows(history)
     out += ["## Throughput", ""]
     if rows:
@@ -538,6 +540,8 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
     out.append(matrix_html(matrix, changed_cells(tests, changes), anchor=anchor, badges=_badges,
                            cell_class=_cell_class, legend=LEGEND))
 
+    from harness.report.behaviour import behaviour_html
+    out.append(behaviour_html(tests))   # properties of the models, apart from the stack findings
     out.append('<h2 id="throughput">Throughput</h2>')
     rows = _throughput_rows(history)
     if rows:

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from harness.families.toolcalls import checks as tc
+from harness.families.toolcalls import model_format as model_behaviour
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import open_backend, skip_build_failure, skip_unsupported
@@ -19,6 +20,7 @@ PARAMETERS = {
     "stream_item": tc.stream_items,
     "grammar_item": tc.grammar_items,
     "chat_item": tc.chat_items,
+    "model_format_item": model_behaviour.model_format_items,
 }
 
 
@@ -142,3 +144,16 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
     _conclude(_run(tc.check_chat_call, rt, it, backend), golden, record_property)
+
+
+def test_model_format(model_format_item, harness_runtime, golden, record_property):
+    """Unforced (tool_choice auto), does the model write its own template's wire format when it
+    calls a tool? A property of the model (the report's "Model behaviour"), not a stack finding;
+    fails only when the server leaves the template's call markers unparsed."""
+    it, rt = model_format_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, CHAT, record_property)
+    if TOOLS not in backend.capabilities:
+        pytest.skip(f"{it.backend} has no '{TOOLS}' capability")
+    outcome, behaviour = _run(model_behaviour.check_model_format, rt, it, backend)
+    record_property("details", {"model_behaviour": behaviour})
+    _conclude(outcome, golden, record_property)

@@ -1092,15 +1092,24 @@ def check_out_of_vocab(rt, item: GenItem, backend: Backend) -> Outcome:
 
 
 # --- 3. stops ------------------------------------------------------------------------------------------
+def concrete_stop(rt, item: GenItem) -> dict:
+    """The stop entry with a shared stop set's model values filled in (harness/cases/shared.py)."""
+    from harness.cases.shared import fill_stop
+    if item.entry.get("stop_ids") != "eog" and "{eog_texts}" not in (item.entry.get("stop") or ()):
+        return item.entry
+    vocab = vocab_of(rt, item.case)
+    return fill_stop(item.entry, vocab.eog_ids, vocab._text, item.option("turn_end"))
+
+
 def stop_request(rt, item: GenItem, stream: bool) -> CompletionRequest:
-    s = item.entry
+    s = concrete_stop(rt, item)
     return CompletionRequest(prompt=s["prompt"], max_tokens=item.max_tokens, seed=rt.options.seed,
                              stop=tuple(s.get("stop", ())), stop_ids=tuple(s.get("stop_ids", ())),
                              grammar=s.get("grammar"), stream=stream)
 
 
 def check_stop(rt, item: GenItem, backend: Backend) -> Outcome:
-    s, where = item.entry, item.location()
+    s, where = concrete_stop(rt, item), item.location()
     vocab = vocab_of(rt, item.case)
     bad_ids = [i for i in s.get("stop_ids", ()) if not 0 <= i < vocab.n_vocab]
     out = Outcome(golden={})
