@@ -21,9 +21,11 @@ setup: $(STAMP)
 # is not routed through it: pip builds it in a fresh random directory, so no object would ever
 # hit (measured: 0 hits of 24 against a warm cache of the same tree and flags), and pip already
 # caches the built wheel.
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) harness/cpu_target.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	# llama-cpp-python compiled for the pinned CPU target (harness/cpu_target.py), not -march=native
+	$(BIN)/python -m harness.cpu_target install $(LOCK)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[all]'
 	touch $(STAMP)
 
