@@ -14,6 +14,8 @@ second `cmake --build`), and a bar that jumps back would look like a restart.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import sys
 import time
@@ -55,8 +57,14 @@ class BuildProgress:
         self._bar = self._log_line = None
         if self.tty:
             from tqdm import tqdm
+            try:
+                cols = os.get_terminal_size(self.stream.fileno()).columns
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                cols = 0
+            # a terminal that reports no width (a pty nobody sized) would get an empty bar
+            width = {"dynamic_ncols": True} if cols else {"ncols": 80}
             self._bar = tqdm(total=100, desc=label, unit="%", file=self.stream, position=0,
-                             leave=True, dynamic_ncols=True,
+                             leave=True, **width,
                              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}]")
             self._log_line = tqdm(total=0, file=self.stream, position=1, leave=False,
                                   bar_format="{desc}", desc=f"  log {self.log_path}")
