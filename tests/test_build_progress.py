@@ -8,7 +8,7 @@ import io
 import sys
 from pathlib import Path
 
-from harness.build_progress import BuildProgress, parse_percent, run_logged
+from harness.run.build_progress import BuildProgress, parse_percent, run_logged
 
 CAPTURED = (Path(__file__).parent / "data" / "cmake_build_output.txt").read_text().splitlines(True)
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cpu_target, server_build
+from harness import cpu_target
+from harness.run import server_build
 
 
 def test_x86_64_target_is_v3_without_avx512_or_amx():

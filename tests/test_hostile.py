@@ -1,4 +1,4 @@
-"""The hostile template set (harness/hostile.py) from the test command: every payload through
+"""The hostile template set (harness/families/hostile/checks.py) from the test command: every payload through
 every renderer present. Nothing may escape (effect-checked with a canary), every render ends
 within its bound, and the harness's own renderer blocks every payload by itself.
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import hostile
-from harness.hostile import PAYLOADS, Canary
+from harness.families.hostile import checks as hostile
+from harness.families.hostile.checks import PAYLOADS, Canary
 
 PYTHON_BOUND_S = hostile.PY_TIMEOUT_S + 5           # the kill, plus fork and pickling slack
 SERVER_BOUND_S = hostile.SERVER_START_S + hostile.SERVER_REQUEST_S + 10
@@ -35,8 +35,8 @@ def server(smollm2_gguf):
     """A built llama-server (cached by tree hash) and SmolLM2 to serve the templates with."""
     if shutil.which("cmake") is None or shutil.which("c++") is None:
         pytest.skip("cmake / c++ not on PATH: cannot build llama-server")
-    from harness.server_build import build_llama_server
-    from harness.sources import llama_cpp_tree
+    from harness.run.server_build import build_llama_server
+    from harness.models.sources import llama_cpp_tree
     tree = os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE")
     return build_llama_server(Path(tree) if tree else llama_cpp_tree()), smollm2_gguf
 

@@ -5,7 +5,7 @@
   llama-server, threads;
 * the saved JSON's top-level "harness" key: the same plus GGUF sha256s, the overhead and
   collection figures and harness-vs-backend throughput ratios;
-* a terminal section that leads with the cross-backend ratios (harness/bench_ratios.py: each backend
+* a terminal section that leads with the cross-backend ratios (harness/bench/ratios.py: each backend
   against llama-server on the same model, constraint and text, and how that moves with the vocab
   size), then the harness-vs-backend clock agreement (the measurement's sanity check) and the
   overhead figures against their targets.
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import bench, bench_ratios
+from harness.bench import core as bench
+from harness.bench import ratios as bench_ratios
 
 OVERHEAD_TARGET = 0.10       # time outside backend calls, fraction of the suite's wall time
 RATIO_TARGET = 0.05          # harness tokens/s within 5% of the backend's own figure

@@ -1,4 +1,4 @@
-"""Hostile chat templates (harness/hostile.py) through every renderer present.
+"""Hostile chat templates (harness/families/hostile/checks.py) through every renderer present.
 
 One item per payload and renderer: the harness's own sandboxed renderer, transformers,
 llama-cpp-python's Jinja2ChatFormatter, llama.cpp's built-in templates, and llama-server
@@ -14,12 +14,12 @@ import fnmatch
 
 import pytest
 
-from harness import hostile
-from harness.cases import Case
-from harness.expand import RENDERERS, Item
+from harness.families.hostile import checks as hostile
+from harness.cases.model import Case
+from harness.families.items import RENDERERS, Item
 
-CASE = Case(id="hostile-templates", kind="hostile", description="hostile chat templates (harness/hostile.py)",
-            file="harness/hostile.py", line=1, raw={}, contexts=(), known_defects=())
+CASE = Case(id="hostile-templates", kind="hostile", description="hostile chat templates (harness/families/hostile/checks.py)",
+            file="harness/families/hostile/checks.py", line=1, raw={}, contexts=(), known_defects=())
 
 
 def hostile_items(cases, available) -> list[Item]:
@@ -48,7 +48,7 @@ def hostile_renderers():
 def hostile_server(harness_runtime, harness_cases):
     """(built llama-server, model path) or the reason there is none."""
     from harness.backends.server import resolve_server
-    from harness.cases import discover
+    from harness.cases.model import discover
 
     def weights(cases):
         return sorted((c for c in cases if c.kind == "model" and c.has_weights),

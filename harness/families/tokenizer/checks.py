@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import corpus
-from .cases import Case, CaseSet
-from .expand import TOKENIZERS, Item
+from harness import corpus
+from harness.cases.model import Case, CaseSet
+from harness.families.items import TOKENIZERS, Item
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
@@ -50,7 +50,7 @@ class ReferenceString:
 @lru_cache(maxsize=None)
 def load_reference(pypi_sdist: str, inp: str, out: str) -> tuple[ReferenceString, ...]:
     """Parse .inp/.out exactly as llama.cpp's tests/test-tokenizer-0.cpp does."""
-    from .sources import unpacked_sdist
+    from harness.models.sources import unpacked_sdist
     root = unpacked_sdist(pypi_sdist)
     raw = (root / inp).read_bytes().decode("utf-8")
     outputs = (root / out).read_text(encoding="utf-8").split("\n")

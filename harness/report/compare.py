@@ -1,7 +1,7 @@
 """`harness compare OLD NEW`: what changed between two result sets, in Markdown and HTML.
 
 A result set is a reports folder as a suite run leaves it (or the path of its results.json):
-  results.json   outcome per check (harness/results.py)
+  results.json   outcome per check (harness/report/results.py)
   goldens.json   the content of every golden the run used (written with the report)
   benchmarks/    saved `harness bench` runs; the latest one is compared (or --old-bench/--new-bench)
 A saved benchmark JSON on its own is a result set too (throughput only).
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench_ratios import DEFAULT_RATIO_THRESHOLD, RatioMove, diff_ratios, throughput_rows
-from .report import CSS, GOLDENS_FILE, bench_history, load_bench_run
-from .report import write_atomic as _write
-from .report_sections import diff_html, failure_excerpt
+from harness.bench.ratios import DEFAULT_RATIO_THRESHOLD, RatioMove, diff_ratios, throughput_rows
+from harness.report.build import CSS, GOLDENS_FILE, bench_history, load_bench_run
+from harness.report.build import write_atomic as _write
+from harness.report.sections import diff_html, failure_excerpt
 
 CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
 OUTCOME_ORDER = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "failed": 4, "error": 5}

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import cpu_target, lock
+from harness import cpu_target, lock
 
 PACKAGES = ("llama-cpp-python", "transformers", "tokenizers", "torch", "jinja2", "syrupy", "pytest",
             "pytest-benchmark", "huggingface-hub")
@@ -70,7 +70,7 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         "memory": state.get("memory", {}),
         # run-level errors, each once: a backend that could not be built (its checks skip)
         "errors": list(state.get("errors") or []),
-        # --shard K/N (harness/shard.py): which slice this is, and the digest of the whole plan
+        # --shard K/N (harness/run/shard.py): which slice this is, and the digest of the whole plan
         **({"shard": state["shard"]} if state.get("shard") else {}),
         "counts": dict(Counter(t["outcome"] for t in tests)),
         "tests": tests,

@@ -1,9 +1,9 @@
-"""The parts of the report a maintainer reads first and last (harness/report.py puts them in
+"""The parts of the report a maintainer reads first and last (harness/report/build.py puts them in
 order): the verdict, what needs attention (failures, errors, unexpected passes, each with its
 case file and line, backend and a short diff), what changed against a baseline, and at the end
 the provenance in one compact table.
 
-Only plain data comes in (result records; a comparison from harness/compare.py, read by its
+Only plain data comes in (result records; a comparison from harness/report/compare.py, read by its
 attributes): this module imports no other harness module.
 """
 

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CaseError, Problem, format_path
+from harness.errors import CaseError, Problem, format_path
 
 MIN_WORDS = 6
 PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME|XXX|TKTK|lorem ipsum|fill (this )?in|describe (it|this|the defect) here)\b"
@@ -53,7 +53,7 @@ WHERE_KEYS: dict[str, frozenset[str]] = {
                              "oov", "chat-template"}),
 }
 
-HARNESS = Path(__file__).parent
+HARNESS = Path(__file__).parent.parent
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Finding:
 
 # --- what the harness knows about checks and parameters -----------------------------------------
 def _sources() -> list[Path]:
-    return sorted(p for p in [*HARNESS.glob("*.py"), *(HARNESS / "suite").glob("*.py")] if p.name != "lint.py")
+    return sorted(p for p in HARNESS.rglob("*.py") if p.name != "lint.py")
 
 
 def known_checks() -> dict[str, set[str]]:
@@ -102,7 +102,7 @@ def where_keys() -> dict[str, frozenset[str]]:
         scanned.update(re.findall(r"""\bp\[["']([\w-]+)["']\]\s*=""", text))
         scanned.update(re.findall(r"""\bkind=["']([\w-]+)["']""", text))
     try:   # the parameters Item.params really produces
-        from .expand import Item
+        from harness.families.items import Item
         common = set(COMMON_WHERE_KEYS) | set(_item_param_keys(Item))
     except Exception:  # expand cannot be imported (broken tree): the table is enough to lint
         common = set(COMMON_WHERE_KEYS)
@@ -110,15 +110,15 @@ def where_keys() -> dict[str, frozenset[str]]:
 
 
 def _item_param_keys(item_cls) -> list[str]:
-    from .cases import Case
+    from harness.cases.model import Case
     fake = Case(id="x", kind="template", description="", file="", line=0, raw={}, contexts=(), known_defects=(),
                 template_path=Path("x.jinja"))
     return list(item_cls(fake, "x.y").params)
 
 
 def _known_backends() -> set[str]:
-    from .backends.base import backend_names
-    from .expand import ALL_BACKENDS
+    from harness.backends.base import backend_names
+    from harness.families.items import ALL_BACKENDS
     return set(ALL_BACKENDS) | set(backend_names())
 
 
@@ -182,8 +182,8 @@ def _lint_defects(located, case_contexts: list[str], cases: list, checks: dict[s
 
 
 def lint(cases_dir: Path) -> list[Finding]:
-    from .cases import DEFAULT_CONTEXTS, discover
-    from .yamlio import load_file
+    from harness.cases.model import DEFAULT_CONTEXTS, discover
+    from harness.cases.yamlio import load_file
 
     cases_dir = Path(cases_dir)
     if not cases_dir.is_dir():

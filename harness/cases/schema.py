@@ -13,8 +13,8 @@ from typing import Any
 
 import jsonschema
 
-from .errors import Problem
-from .yamlio import Located
+from harness.errors import Problem
+from harness.cases.yamlio import Located
 
 SCHEMA_VERSION = 1
 
@@ -93,7 +93,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             "lossless_reason": _TEXT,
         },
     },
-    # generation with real weights (harness/generation.py): grammars, stops, special tokens
+    # generation with real weights (harness/families/generation/checks.py): grammars, stops, special tokens
     "generation": {
         "type": "object", "additionalProperties": False,
         "properties": {
@@ -154,7 +154,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             }},
         },
     },
-    # throughput benchmarks (`harness bench`, harness/bench.py); not run by `harness run`
+    # throughput benchmarks (`harness bench`, harness/bench/core.py); not run by `harness run`
     "throughput": {
         "type": "object", "additionalProperties": False,
         "properties": {
@@ -168,7 +168,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             "rounds": {"type": "integer", "minimum": 1, "maximum": 100},
         },
     },
-    # tool calls (harness/toolcall_checks.py): round trip, hand-built handler prompts, streaming
+    # tool calls (harness/families/toolcalls/checks.py): round trip, hand-built handler prompts, streaming
     # of the canned outputs in the model's tokens, real tool-call generations
     "toolcalls": {
         "type": "object", "additionalProperties": False,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import report_sections as sections
-from .report_matrix import matrix_html
+from harness.report import sections
+from harness.report.matrix import matrix_html
 
 OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
                  "xfailed": "xfail", "skipped": "skip"}
@@ -434,7 +434,7 @@ def changed_cells(matrix_tests: list[dict[str, Any]], changes: Any | None) -> se
 def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], chart: str | None,
                     changes: Any | None = None) -> str:
     """Verdict, what needs attention, changes against the baseline, the matrix, throughput,
-    details; provenance last (harness/report_sections.py)."""
+    details; provenance last (harness/report/sections.py)."""
     tests = doc.get("tests", [])
     mixed = (doc.get("merged") or {}).get("mixed") or []
     out = ["# Conformance report", "", *sections.verdict_md(tests, changes, mixed, len(tests)), "",

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from .errors import IntegrityError, SourceError
+from harness.errors import IntegrityError, SourceError
 
 Log = Callable[[str], None]
 

@@ -1,6 +1,6 @@
 """`--shard K/N`: one slice of a run, for a CI matrix of many runners.
 
-The unit of work is a case (the first field of a suite item's id; harness/expand.py): all
+The unit of work is a case (the first field of a suite item's id; harness/families/items.py): all
 checks of a case go to the same shard, since they share the models that case loads. Any other
 test (a case file's own check) is its own unit.
 

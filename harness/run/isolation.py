@@ -6,10 +6,10 @@
     outcome.detail   "timed out after 10s" / "killed by SIGSEGV" / "exceeded 512 MiB" / "ValueError: ..."
 
 Used for
-  * rendering untrusted chat templates through every Python renderer (harness/hostile.py):
+  * rendering untrusted chat templates through every Python renderer (harness/families/hostile/checks.py):
     a template that loops forever or allocates without bound is killed, not waited for;
   * probing a GGUF with a risky loader before the worker loads it in process
-    (`probe_backend`, called from harness/runtime.py): a file that crashes llama.cpp (an
+    (`probe_backend`, called from harness/run/runtime.py): a file that crashes llama.cpp (an
     abort or a segfault in native code) becomes a BackendError for that model's cases instead
     of killing the pytest worker; a successful probe is remembered per file sha256 in the
     harness cache, so each GGUF is probed once per machine and llama.cpp version;
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import SourceError
+from harness.errors import SourceError
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 PR_SET_PDEATHSIG = 1
@@ -98,7 +98,7 @@ def _child_setup(memory_mib: int | None, stderr_fd: int | None) -> None:
         signal.signal(sig, signal.SIG_DFL)          # Ctrl-C kills the child at once
     signal.signal(signal.SIGALRM, signal.SIG_IGN)   # a copied pytest-timeout handler must not fire here
     try:                                            # never stop the parent's llama-server children
-        from . import server_build
+        from harness.run import server_build
         server_build._LIVE.clear()
     except Exception:  # the module may not be importable in a minimal environment
         pass
@@ -468,13 +468,13 @@ def _probe_key(name: str, model: Any, options: Any) -> tuple[str, str]:
 
 
 def _memo_dir() -> Path:
-    from .sources import cache_root
+    from harness.models.sources import cache_root
     return cache_root() / "probes"
 
 
 def _construct_and_close(name: str, model: Any, options: Any) -> str:
     """In the child: open the backend as the worker would, exercise its vocab a little, close."""
-    from .backends.base import backend_class
+    from harness.backends.base import backend_class
     _capture_llama_log()
     backend = backend_class(name)(model, options)
     try:
@@ -508,7 +508,7 @@ def probe_backend(name: str, model: Any, options: Any) -> None:
     """Before `name` opens `model` in this process for the first time: open it once in a
     forked child. Raises BackendError (naming the file and the cause) if that child crashed or
     failed; a timeout is inconclusive and lets the in-process load go ahead."""
-    from .backends.base import BackendError
+    from harness.backends.base import BackendError
     if name not in RISKY_LOADS or model is None or getattr(model, "gguf", None) is None:
         return
     key, label = _probe_key(name, model, options)
@@ -562,7 +562,7 @@ _CASE_PARAM = re.compile(r"^harness/suite/test_\w+\.py::\w+\[([^\],]+)[\],]")
 
 def group_of(nodeid: str) -> str:
     """The work unit of a check under --dist loadgroup: its case, the first field of every
-    suite item id (harness/expand.py: `case,context,...`), so that a case's models load on one
+    suite item id (harness/families/items.py: `case,context,...`), so that a case's models load on one
     worker only. xdist's own grouping (the xdist_group mark, which the plugin still sets) appends
     `@group` to item._nodeid, which pytest 9 no longer reads (a node's id lives in `_id`): with
     pytest 9.2 and xdist 3.8, loadgroup silently sends every test on its own
@@ -654,14 +654,14 @@ class MemoryWatch:
         self._stop.set()
 
     def running(self, nodeid: str | None) -> None:
-        from .sandbox import _clear_async_exc
+        from harness.backends.sandbox import _clear_async_exc
         with self._lock:
             self.current = nodeid
             if nodeid is None and self.fired_for is not None:
                 _clear_async_exc(self.main, None)   # never deliver it outside the check it was for
 
     def _run(self) -> None:
-        from .sandbox import _set_async_exc
+        from harness.backends.sandbox import _set_async_exc
         while not self._stop.wait(self.interval_s):
             cur, peak = rss_mib()
             self.peak_mib = max(self.peak_mib, peak)

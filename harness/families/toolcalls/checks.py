@@ -43,9 +43,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from .cases import Case, CaseSet, Context
-from .checks import Mismatch, first_difference, short_diff
-from .expand import Item, _contexts
+from harness.cases.model import Case, CaseSet, Context
+from harness.checks import Mismatch, first_difference, short_diff
+from harness.families.items import Item, _contexts
 
 FAMILY = "toolcalls"
 ROUND_TRIP = "toolcalls.round_trip"
@@ -177,7 +177,7 @@ def tool_capable(template: str | None) -> bool:
 def format_for(case: Case, template: str | None) -> str | None:
     """The wire format: the case's override for this template (glob on the template stem, or
     on the case id for a model), else what detect_format() recognises."""
-    from .toolcalls import detect_format
+    from harness.toolcalls import detect_format
     key = case.template_path.stem if case.template_path is not None else case.id
     for entry in options(case).get("formats", []):
         if fnmatch.fnmatchcase(key, entry["match"]):
@@ -265,7 +265,7 @@ WITH_REASONING = "with-reasoning"
 
 
 def renders_reasoning(template: str, fmt: str | None) -> bool:
-    from .toolcalls import FORMATS, get_format
+    from harness.toolcalls import FORMATS, get_format
     if not fmt or fmt not in FORMATS:
         return False
     f = get_format(fmt)
@@ -331,8 +331,8 @@ def model_template(llama_backend) -> tuple[str | None, str, str]:
 def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, str] | None = None) -> Outcome:
     """See the module docstring. `hf`: transformers' renderer; `own_template`: for a model
     case, (template, bos, eos) from its GGUF (see model_template)."""
-    from .backends.base import RenderRequest
-    from .toolcalls import get_format
+    from harness.backends.base import RenderRequest
+    from harness.toolcalls import get_format
 
     case, ctx = item.case, item.context
     loc = case.location()
@@ -492,7 +492,7 @@ def capture_handler_prompt(llm, handler: str, messages, tools, tool_choice, hf_t
     from llama_cpp import llama_chat_format
     from llama_cpp.llama_tokenizer import LlamaHFTokenizer
 
-    from .backends.rendering import frozen_clock
+    from harness.backends.rendering import frozen_clock
     fn = llama_chat_format.get_chat_completion_handler(handler)
     proxy = PromptCapture(llm, LlamaHFTokenizer(hf_tokenizer) if hf_tokenizer is not None else None)
     kwargs: dict[str, Any] = {"tools": tools}
@@ -566,7 +566,7 @@ def handler_config(case: Case, name: str) -> dict[str, Any]:
 
 def template_ref(ref: dict[str, Any]) -> tuple[Path, str]:
     """A template named by the case: a member of a PyPI sdist (unpacked once, cached)."""
-    from .sources import sdist_glob
+    from harness.models.sources import sdist_glob
     paths = sdist_glob(ref["pypi_sdist"], ref["member"])
     if len(paths) != 1:
         raise CaseProblem(f"template {ref['member']} in {ref['pypi_sdist']}: {len(paths)} files match")
@@ -574,7 +574,7 @@ def template_ref(ref: dict[str, Any]) -> tuple[Path, str]:
 
 
 def check_handler_prompt(rt, item: Item, llama_backend, hf_renderer, hf_tokenizer) -> Outcome:
-    from .backends.base import RenderRequest
+    from harness.backends.base import RenderRequest
 
     case, ctx = item.case, item.context
     name, tc_label = item.params["handler"], item.params["tool_choice"]
@@ -669,7 +669,7 @@ def token_texts(backend, text: str) -> tuple[list[int], list[str]]:
 
 
 def check_stream(item: Item, backend, cases_root: Path) -> Outcome:
-    from .toolcalls import check_streaming, get_format
+    from harness.toolcalls import check_streaming, get_format
 
     fmt, oid = item.params["format"], item.params["output"]
     canned = canned_outputs(cases_root)[(fmt, oid)]
@@ -756,7 +756,7 @@ def tool_call_grammar(tools: list[dict[str, Any]], fmt: str) -> str:
 
 def generation_prompt(item: Item, hf_renderer) -> tuple[str, str]:
     """The context rendered by transformers with the case's tool-capable template."""
-    from .backends.base import RenderRequest
+    from harness.backends.base import RenderRequest
     cfg = generation_config(item.case)
     ctx = require_context(item)
     path, template = template_ref(cfg["template"])
@@ -769,8 +769,8 @@ def generation_prompt(item: Item, hf_renderer) -> tuple[str, str]:
 
 
 def check_grammar_call(rt, item: Item, backend, hf_renderer) -> Outcome:
-    from .backends.base import CompletionRequest
-    from .toolcalls import get_format
+    from harness.backends.base import CompletionRequest
+    from harness.toolcalls import get_format
 
     cfg = generation_config(item.case)
     ctx = require_context(item)
@@ -800,7 +800,7 @@ def check_grammar_call(rt, item: Item, backend, hf_renderer) -> Outcome:
 def llama_cpp_chat(backend, item: Item, req) -> tuple[Any, dict[str, Any]]:
     """llama-cpp-python's chat API: the model's own chat path ("embedded"), or a chat handler
     built from the case's tool-capable template, as `Llama(chat_handler=...)` users do."""
-    from .backends.base import Generation
+    from harness.backends.base import Generation
     if item.params["template"] == "embedded":
         gen = backend.chat(req)
         return gen, {"chat_path": f"Llama.create_chat_completion (chat_format={backend.llm.chat_format!r})"}
@@ -823,8 +823,8 @@ def llama_cpp_chat(backend, item: Item, req) -> tuple[Any, dict[str, Any]]:
 def server_chat(backend, req) -> tuple[Any, dict[str, Any]]:
     """llama-server's /v1/chat/completions, keeping what the server says it did (the grammar
     it compiled for the tools, and its warnings) as evidence."""
-    from .backends.openai_compat import chat_body
-    from .backends.stream import generation_from_reply
+    from harness.backends.openai_compat import chat_body
+    from harness.backends.stream import generation_from_reply
     call = getattr(backend, "_call", None)
     if call is None:
         return backend.chat(req), {}
@@ -855,7 +855,7 @@ def _server_log(backend) -> list[str]:
 
 
 def check_chat_call(rt, item: Item, backend) -> Outcome:
-    from .backends.base import ChatRequest
+    from harness.backends.base import ChatRequest
 
     cfg = generation_config(item.case)
     ctx = require_context(item)

@@ -5,7 +5,7 @@ Three parts, used by the pytest-benchmark modules in harness/bench_suite/:
 * **Provenance**: the machine (CPU model and flags from /proc/cpuinfo), the llama.cpp build
   (llama-cpp-python version, the commit and version strings compiled into libggml/libllama,
   llama.cpp's system info, the content hash of the vendored source tree), the llama-server
-  build (its `--version`, tree hash and CMake options, read from harness/server_build.py's
+  build (its `--version`, tree hash and CMake options, read from harness/run/server_build.py's
   cache, never built here), threads, and the sha256 of every GGUF measured.
 * **Throughput**: one runner per backend: llama-cpp-python's high-level API
   (`create_completion(stream=True)`), its low-level loop (`Llama.eval` + a llama.cpp sampler
@@ -83,7 +83,7 @@ def throughput_options(case) -> dict[str, Any]:
 
 def throughput_items(cases, available: Iterable[str]):
     """One benchmark per (case, constraint, backend) for cases with `checks.throughput`."""
-    from .expand import Item
+    from harness.families.items import Item
     available = list(available)
     out = []
     for case in cases.cases:
@@ -157,7 +157,7 @@ def _c_string(lib_path: Path, symbol: str) -> str | None:
 def llama_cpp_python_info() -> dict[str, Any]:
     """llama-cpp-python and the llama.cpp compiled into it. `ggml_commit` is what the build
     stamped (the git HEAD its build found, if any); `vendored_tree_sha256` is the content
-    hash of the llama.cpp sources in the installed version's sdist (as harness/server_build.py
+    hash of the llama.cpp sources in the installed version's sdist (as harness/run/server_build.py
     hashes them for llama-server), which is what identifies the code."""
     try:
         import llama_cpp
@@ -187,13 +187,13 @@ def vendored_tree(version: str) -> Path | None:
     tree = os.environ.get("HARNESS_LLAMA_CPP_TREE")
     if tree:
         return Path(tree)
-    from .sources import cache_root
+    from harness.models.sources import cache_root
     hits = sorted((cache_root() / "src").glob(f"llama*cpp*python*{version}/llama_cpp_python-{version}/vendor/llama.cpp"))
     return hits[0] if hits else None
 
 
 def tree_sha256(tree: Path) -> str | None:
-    from .server_build import default_cache_root, tree_hash
+    from harness.run.server_build import default_cache_root, tree_hash
     try:
         return tree_hash(tree, memo_file=default_cache_root() / "llama-server" / "tree-hashes.json")
     except Exception as exc:  # provenance is best effort: record why it is missing
@@ -202,7 +202,7 @@ def tree_sha256(tree: Path) -> str | None:
 
 def server_build_info(tree: Path | None = None) -> dict[str, Any]:
     """The cached llama-server build for `tree` (default options), without building."""
-    from . import server_build as sb
+    from harness.run import server_build as sb
     if sb._PROCESS_MEMO:
         built = next(reversed(sb._PROCESS_MEMO.values()))
     else:
@@ -227,7 +227,7 @@ def server_build_info(tree: Path | None = None) -> dict[str, Any]:
 
 def gguf_sha256(path: str | Path) -> str:
     """sha256 of a file, memoised on (path, size, mtime) (sources.file_sha256)."""
-    from .sources import file_sha256
+    from harness.models.sources import file_sha256
     return file_sha256(path)
 
 
@@ -651,7 +651,7 @@ class OverheadProbe:
                                   else (lambda c=cls, a=attr: delattr(c, a)))
 
     def install(self) -> None:
-        from .backends.base import _REGISTRY, backend_class
+        from harness.backends.base import _REGISTRY, backend_class
         clock, loads = self.clock, self.loads
         for name in _REGISTRY:
             try:
@@ -842,7 +842,7 @@ def generate_cases(dest: Path, n: int, source_cases: Path) -> Path:
 def collection_time(n_cases: int, source_cases: Path, workdir: Path, suite: Path | None = None) -> dict[str, Any]:
     """Time `pytest --collect-only` over n generated case files, in a fresh process."""
     import re
-    suite = suite or Path(__file__).parent / "suite"
+    suite = suite or Path(__file__).parent.parent / "suite"
     cases = generate_cases(workdir, n_cases, source_cases)
     cmd = [sys.executable, "-m", "pytest", str(suite), "--collect-only", "-q", "-p", "no:cacheprovider",
            f"--rootdir={workdir}", f"--cases={cases}", f"--golden-dir={workdir / 'golden'}",
@@ -953,7 +953,7 @@ def throughput_verdict(rows: list[dict[str, Any]], target: float = 0.05) -> list
 
 
 # --- `python -m harness.bench overhead --out FILE -- PYTEST ARGS` (run in a fresh process) -------------
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     import argparse
     if "--" in argv:
         i = argv.index("--")
@@ -967,10 +967,6 @@ def _main(argv: list[str]) -> int:
     fig = measure_suite(rest)
     Path(ns.out).write_text(json.dumps(fig, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
 
 
 def format_tokenize(rows: list[dict[str, Any]]) -> list[str]:

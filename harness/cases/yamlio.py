@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CaseError, Problem
+from harness.errors import CaseError, Problem
 
 Path_ = tuple[str | int, ...]
 

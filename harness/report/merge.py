@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import report
-from .results import merge_errors
+from harness.report import build as report
+from harness.report.results import merge_errors
 
 STACK_HINT = "use --allow-mixed to merge them anyway (the report marks the mix)"
 
@@ -255,7 +255,7 @@ def stale_goldens(shards: list[Shard], tests: list[dict[str, Any]], golden_dir: 
     if golden_dir is None or not Path(golden_dir).is_dir() or not all(
             (s.doc.get("shard") or {}).get("whole_modules") for s in shards):
         return None
-    from .review import stale_goldens as find
+    from harness.report.review import stale_goldens as find
     return [str(f.relative_to(golden_dir)) for f in find(Path(golden_dir), tests)]
 
 
@@ -281,7 +281,7 @@ def merge(dirs: list[Path], out: Path, *, allow_mixed: bool = False, baseline: P
         junit.write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
     changes = None
     if baseline is not None:
-        from .compare import compare, load_result_set
+        from harness.report.compare import compare, load_result_set
         changes = compare(load_result_set(baseline), load_result_set(out))
     report.build_report(out, changes=changes)
     return doc

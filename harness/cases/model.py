@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CaseError, Problem
-from .schema import CASE_SCHEMA, CONTEXT_SCHEMA, TOOLSET_SCHEMA, validate
-from .yamlio import Located, load_file
+from harness.errors import CaseError, Problem
+from harness.cases.schema import CASE_SCHEMA, CONTEXT_SCHEMA, TOOLSET_SCHEMA, validate
+from harness.cases.yamlio import Located, load_file
 
 DEFAULT_CONTEXTS = ("single-user", "system-user", "multi-turn", "tool-round-trip")
 
@@ -243,7 +243,7 @@ def _load_case(path: Path, display: str, out: CaseSet, select: list[str] | None)
 
 
 def _expand_template_set(located: Located, select: list[str] | None, common: dict) -> list[Case]:
-    from .sources import sdist_glob
+    from harness.models.sources import sdist_glob
     spec = located.data["templates"]
     try:
         paths = sdist_glob(spec["from"]["pypi_sdist"], spec["from"]["glob"])

@@ -29,7 +29,7 @@ Everything it refuses raises `SandboxViolation` (a jinja2 `SecurityError`), with
 every template llama.cpp ships.
 
 Limits that cannot be enforced in process (native code, a C-level loop that never returns to
-the interpreter) are the job of harness/isolation.py, which renders untrusted templates in a
+the interpreter) are the job of harness/run/isolation.py, which renders untrusted templates in a
 forked child with a wall-clock kill and an address-space cap.
 """
 
@@ -54,7 +54,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-from .backends.base import RENDER, BackendOptions, ModelFiles, Rendered, RenderRequest
+from harness.backends.base import RENDER, BackendOptions, ModelFiles, Rendered, RenderRequest
 
 
 # --- limits and errors ----------------------------------------------------------------
@@ -589,8 +589,8 @@ class SandboxRenderer:
         pass
 
     def render_prompt(self, req: RenderRequest) -> Rendered:
-        from .backends.base import Unsupported
-        from .backends.rendering import FIXED_DATE_STRING, capture
+        from harness.backends.base import Unsupported
+        from harness.backends.rendering import FIXED_DATE_STRING, capture
         if req.template is None:
             raise Unsupported("the harness's renderer renders only a template given with the request")
 

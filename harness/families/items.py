@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .cases import Case, CaseSet, Context
+from harness.cases.model import Case, CaseSet, Context
 
 REFERENCE_RENDERER = "hf"
 RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")

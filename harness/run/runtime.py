@@ -14,13 +14,13 @@ from typing import Any
 
 import dataclasses
 
-from .backends.base import (Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, Unsupported,
+from harness.backends.base import (Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, Unsupported,
                             backend_class)
-from .cases import Case, Context
-from .errors import SourceError
-from .isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
-from .server_build import ServerBuildError
-from .sources import FileSpec, resolve
+from harness.cases.model import Case, Context
+from harness.errors import SourceError
+from harness.run.isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
+from harness.run.server_build import ServerBuildError
+from harness.models.sources import FileSpec, resolve
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Runtime:
         res = resolve(spec, extra_dirs=self.model_dirs)
         self.resolutions[case.id] = {"file": spec.file, "sha256": spec.sha256, "source": res.source,
                                      "path": str(res.path)}
-        # harness/isolation.py: a verified file can still be a broken GGUF (truncated when it was
+        # harness/run/isolation.py: a verified file can still be a broken GGUF (truncated when it was
         # pinned, wrong magic, a metadata value of the wrong type); name the cause before any backend
         # reads it. ModelFileError is a SourceError, so the model's cases fail with this message.
         check_gguf(res.path)
@@ -77,7 +77,7 @@ class Runtime:
         """model.tokenizer.hub: the repo's tokenizer.json and tokenizer_config.json (one snapshot
         folder of the HF cache, at the pinned revision), from the HF cache or the hub.
         Returns (folder, None), or (None, every source tried and why)."""
-        from .sources import from_hf_cache_or_hub
+        from harness.models.sources import from_hf_cache_or_hub
         hub = case.model.get("tokenizer", {}).get("hub")
         if not hub:
             return None, None
@@ -100,7 +100,7 @@ class Runtime:
         key = (name, model.key if model else None)
         if key not in self._backends:
             try:
-                # harness/isolation.py: a load that can crash the process (llama.cpp on an untrusted
+                # harness/run/isolation.py: a load that can crash the process (llama.cpp on an untrusted
                 # GGUF) is first done in a forked child, once per file (memoised by sha256 in the
                 # cache); a crash or load error there becomes this BackendError, not a dead worker
                 probe_backend(name, model, self.options_for(name))
@@ -135,7 +135,7 @@ class Runtime:
             if not os.environ.get("HARNESS_LLAMA_CPP_TREE"):
                 from importlib.metadata import version
 
-                from .sources import llama_cpp_tree
+                from harness.models.sources import llama_cpp_tree
                 # the tree vendored in the sdist of the llama-cpp-python that is installed
                 extra["llama_cpp_tree"] = str(llama_cpp_tree(version("llama-cpp-python")))
         return dataclasses.replace(self.options, extra=extra)

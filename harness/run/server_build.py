@@ -35,8 +35,8 @@ import requests
 from filelock import FileLock, Timeout
 
 from harness.backends.base import BackendError
-from harness import ccache
-from harness.build_progress import BuildProgress, run_logged
+from harness.run import ccache
+from harness.run.build_progress import BuildProgress, run_logged
 from harness.cpu_target import ggml_options
 
 # Options every build gets; user options override entries in this table.
@@ -534,7 +534,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            from .isolation import rss_mib
+            from harness.run.isolation import rss_mib
             if (peak := rss_mib(proc.pid)[1]):
                 SERVER_PEAKS_MIB.append(peak)
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
