@@ -582,17 +582,28 @@ def crash_safe_loadgroup_scheduler(config: Any, log: Any) -> Any:
     check still pending: the replacement worker runs that check first and crashes again, until
     --max-worker-restart is used up and the rest of the run is dropped. Here the check that was
     running (the first one of the unit not completed: a unit's checks run in order) is marked
-    completed, reported failed by xdist as before, and only the others run again."""
+    completed, reported failed by xdist as before, and only the others run again.
+
+    It also forgets a dead worker's collection (pytest-xdist issue #1362, open in 3.8.0): xdist
+    keeps it, so while a replacement worker is still collecting the collection looks complete,
+    and scheduling it raised `INTERNALERROR KeyError: <WorkerController gwN>`, which ended a run
+    with seven crashed workers here after 5,119 of 10,087 checks. A worker without a registered
+    collection gets work once its collection arrives (schedule() runs again then)."""
     from xdist.scheduler import LoadGroupScheduling
 
     class CrashSafeLoadGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
 
+        def _reschedule(self, node: Any) -> None:
+            if node in self.registered_collections:
+                super()._reschedule(node)
+
         def remove_node(self, node: Any) -> str | None:
             workload = self.assigned_work.pop(node)
             if not self._pending_of(workload):
-                return None
+                return None                                      # shutdown (or idle): as xdist
+            self.registered_collections.pop(node, None)          # crashed: its replacement registers
             crashitem = next(nodeid for unit in workload.values() for nodeid, done in unit.items() if not done)
             for unit in workload.values():
                 if crashitem in unit:
