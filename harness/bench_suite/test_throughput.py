@@ -12,7 +12,7 @@ import pytest
 
 from harness.bench import core as bench
 from harness.backends.base import COMPLETE
-from harness.gguf_meta import read_gguf
+from harness.models.gguf import read_gguf
 from harness.suite import open_backend
 
 PARAMETERS = {"throughput_item": bench.throughput_items}
