@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="smallest relative throughput change reported (default 0.05)")
     cmp_p.add_argument("--noise-k", type=float, default=3.0,
                        help="a change must exceed this many standard errors of the rounds (default 3)")
+    cmp_p.add_argument("--ratio-threshold", type=float, default=0.10,
+                       help="smallest relative move of a cross-backend throughput ratio (e.g. llama-cpp-python / "
+                            "llama-server tokens/s on one model and constraint) that is flagged (default 0.10)")
     cmp_p.add_argument("--limit", type=int, default=400, help="most items listed per section on stdout")
     cmp_p.add_argument("--quiet", action="store_true", help="print only the summary lines")
     cmp_p.add_argument("--fail-on-change", action="store_true", help="exit 1 when anything changed")

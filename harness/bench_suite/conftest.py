@@ -5,7 +5,10 @@
   llama-server, threads;
 * the saved JSON's top-level "harness" key: the same plus GGUF sha256s, the overhead and
   collection figures and harness-vs-backend throughput ratios;
-* a terminal section with the throughput table and the overhead figures against their targets.
+* a terminal section that leads with the cross-backend ratios (harness/bench/ratios.py: each backend
+  against llama-server on the same model, constraint and text, and how that moves with the vocab
+  size), then the harness-vs-backend clock agreement (the measurement's sanity check) and the
+  overhead figures against their targets.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from harness.bench import core as bench
+from harness.bench import ratios as bench_ratios
 
 OVERHEAD_TARGET = 0.10       # time outside backend calls, fraction of the suite's wall time
 RATIO_TARGET = 0.05          # harness tokens/s within 5% of the backend's own figure
@@ -74,6 +78,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json: dict) -> None:
         models[r["case"]] = {"file": r.get("gguf"), "sha256": r.get("gguf_sha256")}
     output_json["harness"] = {
         "provenance": bench.run_provenance(config.getoption("--threads"), models),
+        "cross_backend": [r.to_dict() for r in bench_ratios.cross_backend_ratios(figs["throughput"])],
         "overhead": figs["overhead"], "collection": figs["collection"],
         "targets": {"outside_backend_ratio_max": OVERHEAD_TARGET, "tokens_per_s_ratio_tolerance": RATIO_TARGET,
                     "gguf_loads_per_worker_max": 1},
@@ -86,8 +91,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not any(figs.values()):
         return
     tr = terminalreporter
+    ratios = bench_ratios.cross_backend_ratios(figs["throughput"])
+    if ratios:
+        tr.section(f"throughput across backends: each against {bench_ratios.REFERENCE}, same model, constraint "
+                   f"and prompt (harness clock, means over rounds)")
+        for line in bench_ratios.format_ratios(ratios):
+            tr.write_line(line)
+        tr.write_line("how the ratio moves with the vocabulary size:")
+        for line in bench_ratios.format_scaling(ratios):
+            tr.write_line("* " + line)
+        tr.write_line("ratio = backend tokens/s / reference tokens/s (< 1: slower than the reference); ± = one "
+                      "standard error from both sides' rounds; text: whether both generated the same text.")
     if figs["throughput"]:
-        tr.section("throughput: harness clock vs the backend's own figures (means over rounds)")
+        tr.section("sanity check: harness clock vs the backend's own figures (means over rounds)")
         for line in bench.format_throughput(figs["throughput"], RATIO_TARGET):
             tr.write_line(line)
         for line in bench.throughput_verdict(figs["throughput"], RATIO_TARGET):

@@ -12,6 +12,7 @@ import pytest
 
 from harness.bench import core as bench
 from harness.backends.base import COMPLETE
+from harness.models.gguf import read_gguf
 from harness.suite import open_backend
 
 PARAMETERS = {"throughput_item": bench.throughput_items}
@@ -55,6 +56,7 @@ def test_throughput(throughput_item, harness_runtime, benchmark, record_property
         kind="throughput", timer=timer, case=it.case.id, backend=it.backend, constraint=constraint,
         threads=request.config.getoption("--threads"), gguf=model.gguf.name,
         gguf_sha256=model.gguf_sha256 or bench.gguf_sha256(model.gguf), prompt_tokens=opts["prompt_tokens"],
-        gen_tokens=opts["gen_tokens"], location=it.case.location(), **summary)
+        gen_tokens=opts["gen_tokens"], n_vocab=read_gguf(model.gguf).n_vocab, location=it.case.location(),
+        **summary)
     record_property("throughput", {k: summary[k] for k in ("pp_tps", "tg_tps", "ttft_ms", "pp_ratio", "tg_ratio")})
     assert summary["n_gen"] and min(summary["n_gen"]) >= 2, f"generated too few tokens: {summary['n_gen']}"

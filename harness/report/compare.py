@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.bench.ratios import DEFAULT_RATIO_THRESHOLD, RatioMove, diff_ratios, throughput_rows
 from harness.report.build import CSS, GOLDENS_FILE, bench_history, load_bench_run
 from harness.report.build import write_atomic as _write
 from harness.report.sections import diff_html, failure_excerpt
@@ -258,6 +259,9 @@ class Comparison:
     throughput_compared: int = 0
     min_change: float = 0.05
     noise_k: float = 3.0
+    ratios: list[RatioMove] = field(default_factory=list)    # cross-backend ratios that moved
+    ratios_compared: int = 0
+    ratio_threshold: float = DEFAULT_RATIO_THRESHOLD
 
     @property
     def changed_goldens(self) -> list[GoldenChange]:
@@ -270,13 +274,18 @@ class Comparison:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.goldens or self.statuses or self.throughput)
+        return bool(self.goldens or self.statuses or self.throughput or self.ratios)
 
 
-def compare(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k: float = 3.0) -> Comparison:
+def compare(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k: float = 3.0,
+            ratio_threshold: float = DEFAULT_RATIO_THRESHOLD) -> Comparison:
     figures, n = diff_throughput(old, new, min_change=min_change, noise_k=noise_k)
+    moves, n_ratios = [], 0
+    if old.bench is not None and new.bench is not None:
+        moves, n_ratios = diff_ratios(throughput_rows(old.bench.doc), throughput_rows(new.bench.doc),
+                                      threshold=ratio_threshold, noise_k=noise_k)
     return Comparison(old, new, diff_goldens(old.goldens, new.goldens), diff_statuses(old, new), figures, n,
-                      min_change, noise_k)
+                      min_change, noise_k, moves, n_ratios, ratio_threshold)
 
 
 # --- rendering ------------------------------------------------------------------------------------------
@@ -300,6 +309,8 @@ def _summary(c: Comparison) -> list[str]:
     if c.old.bench is None or c.new.bench is None:
         lines.append("throughput: not compared (a result set has no saved benchmark run)")
     else:
+        lines.append(f"cross-backend ratios: {len(c.ratios)} of {c.ratios_compared} moved "
+                     f"(>= {c.ratio_threshold:.0%} and > {c.noise_k:g} standard errors)")
         lines.append(f"throughput: {len(c.throughput)} of {c.throughput_compared} figures changed beyond noise "
                      f"(>= {c.min_change:.0%} and > {c.noise_k:g} standard errors)")
     return lines
@@ -345,6 +356,13 @@ def render_markdown(c: Comparison, limit: int = 400) -> str:
             out += ["", "### Messages of checks that got worse", ""]
             for s in worse[:limit]:
                 out += [f"- `{s.nodeid}`", "", "```", failure_excerpt(s.message), "```", ""]
+    if c.ratios:
+        out += ["", "## Cross-backend ratios that moved", "", "| model | constraint | backend / reference | kind | OLD | NEW "
+                "| change | noise | |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in c.ratios:
+            o = m.old
+            out.append(f"| `{o.case}` | {o.constraint} | {o.backend} / {o.reference} | {o.kind} | {o.ratio:.3f} | "
+                       f"{m.new.ratio:.3f} | {m.change:+.1%} | ±{m.noise:.3f} | {m.direction} |")
     if c.throughput:
         out += ["", "## Throughput changes beyond noise", "", "| benchmark | figure | OLD | NEW | change | noise | |",
                 "|---|---|---|---|---|---|---|"]
@@ -395,6 +413,17 @@ def render_html(c: Comparison, limit: int = 2000) -> str:
             out.append(f"<tr><td><code>{e(s.nodeid.split('::')[-1])}</code></td><td>{e(s.old or '—')}</td>"
                        f"<td>{e(s.new or '—')}</td><td>{e(s.direction)}</td><td>{e(s.location or '')}</td><td>{msg}</td></tr>")
         out.append("</table>")
+    if c.ratios:
+        out.append("<h2>Cross-backend ratios that moved</h2><table><tr><th>model</th><th>constraint</th>"
+                   "<th>backend / reference</th><th>kind</th><th>OLD</th><th>NEW</th><th>change</th><th>noise</th>"
+                   "<th></th></tr>")
+        for m in c.ratios:
+            o = m.old
+            out.append(f"<tr><td><code>{e(o.case)}</code></td><td>{e(o.constraint)}</td><td>{e(o.backend)} / "
+                       f"{e(o.reference)}</td><td>{e(o.kind)}</td><td class=num>{o.ratio:.3f}</td><td class=num>"
+                       f"{m.new.ratio:.3f}</td><td class=num>{m.change:+.1%}</td><td class=num>±{m.noise:.3f}</td>"
+                       f"<td>{e(m.direction)}</td></tr>")
+        out.append("</table>")
     if c.throughput:
         out.append("<h2>Throughput changes beyond noise</h2><table><tr><th>benchmark</th><th>figure</th><th>OLD</th>"
                    "<th>NEW</th><th>change</th><th>noise</th><th></th></tr>")
@@ -424,7 +453,8 @@ def run(ns) -> int:
     except (OSError, ValueError) as exc:
         print(f"harness compare: {exc}", file=sys.stderr)
         return 2
-    c = compare(old, new, min_change=ns.min_change, noise_k=ns.noise_k)
+    c = compare(old, new, min_change=ns.min_change, noise_k=ns.noise_k,
+                ratio_threshold=getattr(ns, "ratio_threshold", DEFAULT_RATIO_THRESHOLD))
     out_dir = Path(ns.out) if ns.out else (Path(ns.new) if Path(ns.new).is_dir() else Path(ns.new).parent) / "compare"
     paths = write_comparison(c, out_dir)
     text = render_markdown(c, limit=ns.limit)

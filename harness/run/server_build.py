@@ -35,6 +35,8 @@ import requests
 from filelock import FileLock, Timeout
 
 from harness.backends.base import BackendError
+from harness.run import ccache
+from harness.run.build_progress import BuildProgress, run_logged
 from harness.cpu_target import ggml_options
 
 # Options every build gets; user options override entries in this table.
@@ -305,18 +307,25 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
             raise ServerBuildError(f"'{tool}' not found on PATH; needed to build llama-server")
     build_dir = kdir / "build"
     log_path = kdir / "build.log"
+    launcher = ccache.find_ccache()
     configure = ["cmake", "-S", str(tree), "-B", str(build_dir)] + [
-        f"-D{k}={v}" for k, v in sorted(options.items())]
+        f"-D{k}={v}" for k, v in sorted(options.items())] + ccache.launcher_options(launcher)
+    env = ccache.ccache_env(kdir.parents[1]) if launcher else None
     compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
     log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
     t0 = time.monotonic()
+    progress = BuildProgress(BINARY_NAME, str(log_path))
     with open(log_path, "w") as out:
         for cmd in (configure, compile_):
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL).returncode
+            try:
+                rc = run_logged(cmd, out, progress.feed, env=env)
+            except BaseException:
+                progress.close()
+                raise
             if rc != 0:
+                progress.close()
                 tail = _tail(log_path)
                 _atomic_write(kdir / "failed.json", json.dumps(
                     {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
@@ -324,6 +333,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
                 raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
                                        f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
                                        log_path, tail)
+    progress.close()
     seconds = round(time.monotonic() - t0, 1)
     binary = build_dir / "bin" / BINARY_NAME
     if not binary.exists():
