@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import report_sections as sections
+from . import report_timing
 from .report_matrix import matrix_html
 
 OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
@@ -481,6 +482,7 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
             out += ["", "![throughput history](throughput.svg)"]
     else:
         out.append("No saved benchmark runs (run `harness bench`).")
+    out += report_timing.markdown(history)
     out += ["", "## Details", ""]
     for model, fam, b, c in matrix.present():
         out.append(f'<a id="{anchor(model, fam, b)}"></a>')
@@ -556,6 +558,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
             out.append('<h3>History of saved runs</h3><img src="throughput.svg" alt="throughput history">')
     else:
         out.append("<p>No saved benchmark runs (run <code>harness bench</code>).</p>")
+    out += report_timing.html_section(history)
 
     out.append('<h2 id="details">Details</h2>')
     for model, fam, b, c in matrix.present():
