@@ -40,3 +40,22 @@ def render_python_many(jobs: Iterable[tuple[str, Any, hostile.Payload]], parent:
     finally:
         for canary in canaries:
             canary.close()
+
+
+SERVER_CONCURRENCY = 3   # llama-servers at a time (SmolLM2-sized; each under hostile.SERVER_MEMORY_MIB)
+
+
+def render_server_many(built: Any, model_path: Path, payloads: Iterable[hostile.Payload], parent: Path | None = None,
+                       *, concurrency: int = SERVER_CONCURRENCY) -> dict[str, hostile.Finding]:
+    """hostile.render_server for each payload, `concurrency` servers at a time (threads: each
+    only starts a process and waits on HTTP; the start and request bounds are wall-clock, as
+    before). Keyed by payload id. (A refusal's detail is the server's log lines, whose order
+    differs between runs even one server at a time: its threads log concurrently.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: hostile.Payload) -> hostile.Finding:
+        with hostile.Canary(parent) as canary:
+            return hostile.render_server(built, model_path, p, canary)
+    payloads = list(payloads)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return {p.id: f for p, f in zip(payloads, pool.map(one, payloads))}

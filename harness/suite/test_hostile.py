@@ -82,6 +82,21 @@ def hostile_prefetched(request, hostile_renderers, tmp_path_factory):
     return hostile_batch.render_python_many(jobs, tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="session")
+def hostile_server_prefetched(request, hostile_server, tmp_path_factory):
+    """The same for the llama-server items: a few servers at a time (harness/hostile_batch.py)."""
+    from harness import hostile_batch
+    if isinstance(hostile_server, str):
+        return {}
+    payloads = []
+    for item in request.session.items:
+        it = getattr(getattr(item, "callspec", None), "params", {}).get("hostile_item")
+        if it is not None and it.backend == "llama-server":
+            payloads.append(hostile.payload(dict(it.extra)["payload"]))
+    return hostile_batch.render_server_many(hostile_server[0], hostile_server[1], payloads,
+                                            tmp_path_factory.getbasetemp())
+
+
 def test_hostile_template(hostile_item, hostile_renderers, request, record_property, tmp_path_factory):
     it = hostile_item
     selected = request.config.getoption("--case")
@@ -93,8 +108,10 @@ def test_hostile_template(hostile_item, hostile_renderers, request, record_prope
         server = request.getfixturevalue("hostile_server")
         if isinstance(server, str):
             pytest.skip(f"llama-server: {server}")
-        with hostile.Canary(parent) as canary:
-            finding = hostile.render_server(server[0], server[1], payload, canary)
+        finding = request.getfixturevalue("hostile_server_prefetched").pop(payload.id, None)
+        if finding is None:           # not prefetched (a rerun of this item): rendered on its own
+            with hostile.Canary(parent) as canary:
+                finding = hostile.render_server(server[0], server[1], payload, canary)
     else:
         renderer = hostile_renderers.get(it.backend)
         if isinstance(renderer, str) or renderer is None:
