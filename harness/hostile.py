@@ -17,6 +17,7 @@ variables, and names a path no one has created. A payload that touches that path
 output (or error message) contains either secret, escaped. Mutation is checked by comparing
 the caller's messages before and after.
 
+(The suite and tests/test_hostile.py run these renders a few at a time: harness/hostile_batch.py.)
 Python renderers run in a forked child (harness/isolation.py) with a wall-clock timeout and an
 address-space cap; llama-server runs under `ulimit -v` with an HTTP timeout and is stopped
 after each payload. So every render ends within a bound whatever the renderer does, and the
