@@ -60,6 +60,7 @@ class PhaseTimer:
         self.by_test: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._nested: list[float] = []
         self.fork_overhead_s: float | None = None
+        self.one_child: Callable | None = None      # the unpatched isolation.run_isolated
         self.forks = 0
 
     def add(self, phase: str, seconds: float) -> None:
@@ -86,19 +87,20 @@ class PhaseTimer:
             self.fork_overhead_s = best
         return self.fork_overhead_s
 
-    def timed_fork(self, run_isolated: Callable, *args, **kwargs):
-        """A forked child: its wall time is the renderer's (backend) except the calibrated fork
-        cost, which is the harness's (isolation)."""
+    def timed_fork(self, run_isolated: Callable, *args, forks: int = 1, **kwargs):
+        """Forked children (`forks` of them, forked one after the other by this process): the
+        wall time is the renderers' (backend) except the calibrated fork cost per child, which is
+        the harness's (isolation)."""
         if self.clock.depth:                        # inside a backend call: counted there
             return run_isolated(*args, **kwargs)
-        overhead = self.calibrate_fork(run_isolated)
+        overhead = self.calibrate_fork(self.one_child or run_isolated) * forks
         t0 = time.perf_counter()
         try:
             return self.clock.timed("forked child (isolation.run_isolated)", run_isolated, *args, **kwargs)
         finally:
             dt = time.perf_counter() - t0
             share = min(overhead, dt)
-            self.forks += 1
+            self.forks += forks
             self.clock.total -= share               # moved from backend time to the harness's
             self.clock.time_by["forked child (isolation.run_isolated)"] -= share
             self.add("isolation", share)
@@ -162,7 +164,18 @@ def install(probe: Any) -> None:
     def served(*args, **kwargs):     # llama-server started on a hostile template: the server's work
         return probe.clock.timed("llama-server (hostile.render_server, own process)", render_server, *args, **kwargs)
     probe._patch(hostile, "render_server", served)
-    run_isolated = isolation.run_isolated
+    from . import hostile_batch
+    server_many = hostile_batch.render_server_many
+
+    def served_many(*args, **kwargs):   # its threads' render_server calls run inside this one
+        return probe.clock.timed("llama-server (hostile_batch.render_server_many)", server_many, *args, **kwargs)
+    probe._patch(hostile_batch, "render_server_many", served_many)
+    many = hostile_batch.run_isolated_many
+
+    def forked_many(calls, **kwargs):
+        return timer.timed_fork(many, calls, forks=len(calls), **kwargs)
+    probe._patch(hostile_batch, "run_isolated_many", forked_many)
+    run_isolated = timer.one_child = isolation.run_isolated
 
     def forked(*args, **kwargs):
         return timer.timed_fork(run_isolated, *args, **kwargs)
