@@ -46,7 +46,7 @@ def cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
         print("harness run: --durations balances shards; give --shard K/N too", file=sys.stderr)
         return 2
     if ns.shard:
-        from .shard import ShardSpec
+        from harness.run.shard import ShardSpec
         try:
             ns.shard = ShardSpec.parse(ns.shard)
         except ValueError as exc:
@@ -61,9 +61,9 @@ def cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_fetch(ns: argparse.Namespace, extra: list[str]) -> int:
     """Resolve and verify every model file the cases name (what CI does before running)."""
-    from .cases import discover
+    from harness.cases.model import discover
     from .errors import SourceError
-    from .sources import FileSpec, resolve
+    from harness.models.sources import FileSpec, resolve
     cases = discover(Path(ns.root) / "cases", select=ns.case or None)
     status = 0
     for err in cases.errors:
@@ -82,7 +82,7 @@ def cmd_fetch(ns: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_cases(ns: argparse.Namespace, extra: list[str]) -> int:
-    from .cases import discover
+    from harness.cases.model import discover
     cases = discover(Path(ns.root) / "cases", select=ns.case or None)
     for case in cases.cases:
         print(f"{case.id:70} {case.kind:9} {case.location()}")
@@ -92,20 +92,20 @@ def cmd_cases(ns: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_new_case(ns: argparse.Namespace, extra: list[str]) -> int:
-    """Write a complete, commented case file for a GGUF (harness/newcase.py)."""
-    from . import newcase
+    """Write a complete, commented case file for a GGUF (harness/cases/newcase.py)."""
+    from harness.cases import newcase
     return newcase.run(ns)
 
 
 def cmd_lint(ns: argparse.Namespace, extra: list[str]) -> int:
-    """Validate every case file; unused shared files and unpinned sources (harness/lint.py)."""
-    from . import lint
+    """Validate every case file; unused shared files and unpinned sources (harness/cases/lint.py)."""
+    from harness.cases import lint
     return lint.run(ns)
 
 
 def cmd_review(ns: argparse.Namespace, extra: list[str]) -> int:
-    """The review summary of the last run, per case (harness/review.py)."""
-    from . import review
+    """The review summary of the last run, per case (harness/report/review.py)."""
+    from harness.report import review
     return review.run(ns)
 
 
@@ -145,24 +145,24 @@ def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         print(f"harness bench: {exc} (see the comparison above)", file=sys.stderr)
         rc = 1
     if (reports / "results.json").exists():
-        from .report import write_report
+        from harness.report.build import write_report
         write_report(reports)          # refresh the throughput section and chart of reports/report.*
     return rc
 
 
 def cmd_merge(ns: argparse.Namespace, extra: list[str]) -> int:
-    """Shard folders of one run into one (harness/merge.py)."""
-    from . import merge
+    """Shard folders of one run into one (harness/report/merge.py)."""
+    from harness.report import merge
     return merge.run(ns)
 
 
 def cmd_report(ns: argparse.Namespace, extra: list[str]) -> int:
     """Write a folder's report.html and report.md again, with changes against a baseline."""
-    from .report import build_report
+    from harness.report.build import build_report
     changes = None
     try:
         if ns.baseline:
-            from .compare import compare, load_result_set
+            from harness.report.compare import compare, load_result_set
             changes = compare(load_result_set(ns.baseline), load_result_set(ns.dir))
         written = build_report(Path(ns.dir), changes=changes)
     except (OSError, ValueError) as exc:
@@ -173,8 +173,8 @@ def cmd_report(ns: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_compare(ns: argparse.Namespace, extra: list[str]) -> int:
-    """What changed between two result sets (harness/compare.py)."""
-    from . import compare
+    """What changed between two result sets (harness/report/compare.py)."""
+    from harness.report import compare
     return compare.run(ns)
 
 
@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--case", action="append")
     cases.set_defaults(func=cmd_cases)
 
-    from . import lint, newcase, review
+    from harness.cases import lint
+    from harness.cases import newcase
+    from harness.report import review
     new_case = sub.add_parser("new-case", help="write a complete, commented case file for a GGUF",
                               description=newcase.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     newcase.add_arguments(new_case)

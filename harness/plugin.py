@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .cases import CaseSet, discover
+from harness.cases.model import CaseSet, discover
 
 RESULTS_KEY = pytest.StashKey[dict]()
 CASESET_KEY = pytest.StashKey[CaseSet]()
@@ -50,15 +50,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "@FILE, a JSON or YAML list")
     group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
     group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
-    # limits (harness/isolation.py): a hung check fails alone; a check that eats memory fails alone
+    # limits (harness/run/isolation.py): a hung check fails alone; a check that eats memory fails alone
     group.addoption("--case-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="fail a suite check that runs longer than this (pytest-timeout, signal method; "
                          "0: off; pytest-timeout's own --timeout / ini timeout win when given)")
     group.addoption("--memory-ceiling", type=int, default=6144, metavar="MIB",
                     help="fail the running check when its process's resident memory passes MIB (0: off)")
-    # one slice of the run for a CI matrix (harness/shard.py); `harness merge` joins the slices
+    # one slice of the run for a CI matrix (harness/run/shard.py); `harness merge` joins the slices
     group.addoption("--shard", default=None, metavar="K/N",
-                    help="run only shard K of N: whole cases, balanced by expected cost (harness/shard.py)")
+                    help="run only shard K of N: whole cases, balanced by expected cost (harness/run/shard.py)")
     group.addoption("--shard-durations", default=None, metavar="RESULTS_JSON",
                     help="balance --shard by the check durations of this earlier results.json")
 
@@ -120,9 +120,9 @@ def pytest_configure(config: pytest.Config) -> None:
                             "ignore:record_property is incompatible with junit_family:pytest.PytestWarning")
     config.stash[RESULTS_KEY] = {"tests": [], "used": False}
     if hasattr(config, "workerinput"):
-        # xdist worker: its signal handling (harness/server_build.py) is in place from the start,
+        # xdist worker: its signal handling (harness/run/server_build.py) is in place from the start,
         # so the SIGINT execnet may send it at shutdown is recognised as expected
-        from .server_build import install_cleanup
+        from harness.run.server_build import install_cleanup
         install_cleanup()
     if hasattr(config.option, "disable_unused_snapshots"):
         # Unused goldens are found by the harness (review.stale_goldens, in linear time, also
@@ -131,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.disable_unused_snapshots = True
 
 
-# --- limits: memory ceiling and per-check timeout (harness/isolation.py) -------------------------
+# --- limits: memory ceiling and per-check timeout (harness/run/isolation.py) -------------------------
 MEMORY_KEY = pytest.StashKey[Any]()
 
 
@@ -148,7 +148,7 @@ def pytest_runtest_call(item: pytest.Item):
     if getattr(getattr(item, "module", None), "PARAMETERS", None) and item.config.getoption("--memory-ceiling"):
         watch = item.config.stash.get(MEMORY_KEY, None)
         if watch is None:
-            from .isolation import MemoryWatch
+            from harness.run.isolation import MemoryWatch
             watch = item.config.stash[MEMORY_KEY] = MemoryWatch(item.config.getoption("--memory-ceiling")).start()
         watch.running(item.nodeid)
     try:
@@ -176,20 +176,20 @@ def _check_declared_defect(item: pytest.Item, outcome: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """--dist loadgroup: never re-run the check a worker crashed on (harness/isolation.py)."""
+    """--dist loadgroup: never re-run the check a worker crashed on (harness/run/isolation.py)."""
     if config.getvalue("dist") == "loadgroup":
-        from .isolation import crash_safe_loadgroup_scheduler
+        from harness.run.isolation import crash_safe_loadgroup_scheduler
         return crash_safe_loadgroup_scheduler(config, log)
     return None
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """--shard K/N: keep this shard's cases (after every other selection: harness/shard.py).
+    """--shard K/N: keep this shard's cases (after every other selection: harness/run/shard.py).
     --case-timeout: a pytest-timeout marker on every suite check that has none, unless
     pytest-timeout is configured explicitly (--timeout or the ini `timeout`)."""
     if config.getoption("--shard"):
-        from .shard import select
+        from harness.run.shard import select
         config.stash[RESULTS_KEY]["shard"] = record = select(config, items)
         record["whole_modules"] = _whole_modules(config, shard=False)   # stale goldens: `harness merge`
     limit = config.getoption("--case-timeout")
@@ -223,7 +223,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             files = cases.files
             metafunc.parametrize(argname, files, ids=[Path(f).name for f in files])
             continue
-        from .expand import ALL_BACKENDS
+        from harness.families.items import ALL_BACKENDS
         available = [b for b in ALL_BACKENDS if (not filters or b in filters)
                      and (b != "openai" or config.getoption("--openai-url"))]
         params = []
@@ -259,7 +259,7 @@ def _present(names: list[str]) -> list[str]:
 def _runtime(config: pytest.Config):
     """The run's Runtime, from the command line (nothing is loaded until a check asks)."""
     from .backends.base import BackendOptions
-    from .runtime import Runtime
+    from harness.run.runtime import Runtime
     extra = {k: v for k, v in {
         "server_url": config.getoption("--server-url"), "server_binary": config.getoption("--server-binary"),
         "llama_cpp_tree": config.getoption("--llama-cpp-tree"), "base_url": config.getoption("--openai-url"),
@@ -291,7 +291,7 @@ def harness_cases(request: pytest.FixtureRequest) -> CaseSet:
 @pytest.fixture
 def golden(snapshot, request: pytest.FixtureRequest):
     """syrupy's snapshot, writing JSON into the repository's golden/ folder."""
-    from .snapshots import golden_extension
+    from harness.report.snapshots import golden_extension
     return snapshot.use_extension(golden_extension(_root(request.config, "--golden-dir", "golden")))
 
 
@@ -299,7 +299,7 @@ def golden(snapshot, request: pytest.FixtureRequest):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     if call.when == "call" and getattr(getattr(item, "module", None), "PARAMETERS", None):
-        from .isolation import rss_mib      # suite checks only: where memory grows, per check
+        from harness.run.isolation import rss_mib      # suite checks only: where memory grows, per check
         item.user_properties.append(("rss_mib", rss_mib()[0]))
     if call.when == "setup":
         callspec = getattr(item, "callspec", None)
@@ -316,7 +316,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     config = _CONFIG.get("config")
     if config is None:
         return
-    # when "???": xdist's report for the check a worker crashed on (harness/isolation.py)
+    # when "???": xdist's report for the check a worker crashed on (harness/run/isolation.py)
     if report.when in ("call", "???") or (report.when == "setup" and report.outcome != "passed") or (
             report.when == "teardown" and report.outcome == "failed"):
         props = dict(report.user_properties)
@@ -383,7 +383,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if hasattr(config, "workerinput") or RESULTS_KEY not in config.stash:
         return
     # the controller (or a serial run), before any worker starts
-    from .review import golden_mtimes
+    from harness.report.review import golden_mtimes
     value = config.getoption("--golden-dir", default=None)
     golden_dir = Path(value) if value else Path(config.rootpath) / "golden"
     config.stash[RESULTS_KEY]["golden_mtimes"] = golden_mtimes(golden_dir) if golden_dir.is_dir() else None
@@ -394,7 +394,7 @@ def _prebuild_server(config: pytest.Config) -> None:
     """Build (or find in the cache) llama-server once, before the checks start: a first build
     takes ~10 minutes, longer than one check's --case-timeout, and workers would otherwise wait
     for it inside a check. A failure is not raised here: the server's checks skip with it and the
-    run reports it once (harness/runtime.py build_failed). Workers share this run's id, so a build
+    run reports it once (harness/run/runtime.py build_failed). Workers share this run's id, so a build
     that failed here is not retried by each of them."""
     here = Path(__file__).parent
     suites = (here / "suite", here / "bench_suite")
@@ -412,7 +412,7 @@ def _prebuild_server(config: pytest.Config) -> None:
 
     from .backends.server import resolve_server
     from .errors import SourceError
-    from .server_build import ServerBuildError
+    from harness.run.server_build import ServerBuildError
     try:
         # the tree and options the server backend itself will resolve (Runtime.options_for), so
         # the workers find exactly this build
@@ -432,8 +432,8 @@ def _prebuild_server(config: pytest.Config) -> None:
 def _own_usage(state: dict) -> dict[str, Any]:
     """This process's share of the run: where its models came from, its peak memory and that of
     the llama-servers it started (MiB, from /proc)."""
-    from .isolation import rss_mib
-    from .server_build import SERVER_PEAKS_MIB
+    from harness.run.isolation import rss_mib
+    from harness.run.server_build import SERVER_PEAKS_MIB
     return {"models": dict(state.get("models") or {}),
             "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)},
             "errors": list(state.get("own_errors") or []), "shard": state.get("shard")}
@@ -441,7 +441,7 @@ def _own_usage(state: dict) -> dict[str, Any]:
 
 def _merge_errors(state: dict, errors: list[dict]) -> None:
     """Run-level errors from this process and every xdist worker, once each (results.merge_errors)."""
-    from .results import merge_errors
+    from harness.report.results import merge_errors
     merge_errors(state.setdefault("errors", []), errors)
 
 
@@ -464,7 +464,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[RESULTS_KEY]
     if hasattr(config, "workerinput"):
         config.workeroutput["harness"] = _own_usage(state)     # to the controller (above)
-        from .server_build import session_finished
+        from harness.run.server_build import session_finished
         session_finished()
         return
     if not state["tests"]:
@@ -476,10 +476,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state.setdefault("models", {}).update(own["models"])
     _merge_errors(state, own["errors"])
     state["memory"] = memory_summary(own["memory"], state.get("workers", {}))
-    from .results import write_results
+    from harness.report.results import write_results
     path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
     config.stash[RESULTS_KEY]["written"] = path
-    from .report import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report.py)
+    from harness.report.build import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report/build.py)
 
 
 def _empty_shard(session: pytest.Session, state: dict) -> None:
@@ -493,7 +493,7 @@ def _empty_shard(session: pytest.Session, state: dict) -> None:
     state["memory"] = memory_summary(_own_usage(state)["memory"], state.get("workers", {}))
     if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK
-    from .results import write_results
+    from harness.report.results import write_results
     state["written"] = write_results(_root(config, "--report-dir", "reports"), state, config, session.exitstatus)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
@@ -516,7 +516,7 @@ def _check_stale_goldens(session: pytest.Session, state: dict) -> None:
     config = session.config
     if not _whole_modules(config):
         return
-    from .review import stale_goldens
+    from harness.report.review import stale_goldens
     golden_dir = _root(config, "--golden-dir", "golden")
     stale = stale_goldens(golden_dir, state["tests"])
     if not stale:
@@ -534,7 +534,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash.get(RESULTS_KEY, None)
     if not state or not state.get("tests"):
         return
-    from .results import summary_lines
+    from harness.report.results import summary_lines
     terminalreporter.section("conformance summary")
     for line in summary_lines(state):
         terminalreporter.write_line(line)
@@ -556,4 +556,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"  ... and {len(files) - 20} more")
     if state.get("written"):
         terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")
-    from .review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/review.py)
+    from harness.report.review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/report/review.py)

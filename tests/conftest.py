@@ -37,8 +37,8 @@ SUITE = REPO / "harness" / "suite"
 
 
 def resolve_case_model(case_id: str) -> Path:
-    from harness.cases import discover
-    from harness.sources import FileSpec, resolve
+    from harness.cases.model import discover
+    from harness.models.sources import FileSpec, resolve
     case = discover(CASES, select=[case_id]).by_id(case_id)
     return resolve(FileSpec.from_case(case.model["gguf"])).path
 
@@ -72,7 +72,7 @@ def llama_tree() -> Path:
     override = os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE")
     if override:
         return Path(override)
-    from harness.sources import llama_cpp_tree
+    from harness.models.sources import llama_cpp_tree
     return llama_cpp_tree()
 
 
@@ -81,7 +81,7 @@ def built_server(llama_tree):
     """llama-server built from the pinned tree (cached after the first build, ~10 min)."""
     if shutil.which("cmake") is None or shutil.which("c++") is None:
         pytest.skip("cmake / c++ not on PATH: cannot build llama-server")
-    from harness.server_build import build_llama_server
+    from harness.run.server_build import build_llama_server
     return build_llama_server(llama_tree)
 
 

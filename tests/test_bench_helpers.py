@@ -1,4 +1,4 @@
-"""harness/bench.py: provenance, the throughput runners on a real model, the overhead probe,
+"""harness/bench/core.py: provenance, the throughput runners on a real model, the overhead probe,
 the case declaration and the collection-time helper."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CASES, REPO
-from harness import bench
+from harness.bench import core as bench
 
 
 # --- provenance -------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_llama_cpp_build_info_names_version_commit_and_system_info():
 
 
 def test_server_build_info_never_builds(tmp_path, monkeypatch):
-    from harness import server_build as sb
+    from harness.run import server_build as sb
     monkeypatch.setattr(sb, "_PROCESS_MEMO", {})
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))           # an empty cache
     info = bench.server_build_info(tree=tmp_path / "nowhere")
@@ -52,7 +52,7 @@ def test_gguf_sha256_matches_hashlib_and_is_memoised(tmp_path):
 
 # --- declaration ------------------------------------------------------------------------------------
 def test_both_full_models_declare_throughput_for_every_backend_and_constraint():
-    from harness.cases import discover
+    from harness.cases.model import discover
     cases = discover(CASES, select=["smollm2-135m-instruct", "gemma3-270m"])
     assert not cases.errors
     items = bench.throughput_items(cases, ["llama-cpp-python", "llama-server"])
@@ -67,7 +67,7 @@ def test_both_full_models_declare_throughput_for_every_backend_and_constraint():
 
 
 def test_throughput_key_is_validated(case_tree):
-    from harness.cases import discover
+    from harness.cases.model import discover
     text = (CASES / "smollm2-135m-instruct.yaml").read_text()
     bad = text.replace("    gen_tokens: 48\n", "    gen_tokns: 48\n").replace("id: smollm2-135m-instruct", "id: bad")
     (case_tree / "bad.yaml").write_text(bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cases import discover
+from harness.cases.model import discover
 
 SHA = "ab" * 32
 

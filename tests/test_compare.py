@@ -1,4 +1,4 @@
-"""harness/compare.py (`harness compare OLD NEW`), and the parity of parallel and serial runs."""
+"""harness/report/compare.py (`harness compare OLD NEW`), and the parity of parallel and serial runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CASES, REPO, SUITE
-from harness import compare
+from harness.report import compare
 from harness.cli import main as cli_main
 
 

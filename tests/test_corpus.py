@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from harness import corpus
-from harness import tokenization as tk
+from harness.families.tokenizer import checks as tk
 
 SEED = 20241121
 BASE_DIGEST = "ccc0b521528f3e6a"             # no special texts, 2000 strings

@@ -75,7 +75,7 @@ def good_case() -> str:
 def run(tmp_path_factory, smollm2_gguf):
     from gguf import GGUFValueType
 
-    from harness.sources import llama_cpp_tree
+    from harness.models.sources import llama_cpp_tree
     root = tmp_path_factory.mktemp("corrupt")
     cases, models = root / "cases", root / "models"
     shutil.copytree(CASES / "contexts", cases / "contexts")
@@ -206,7 +206,7 @@ def test_file_that_is_not_there(run):
 
 def test_check_gguf_names_each_cause(tmp_path, smollm2_gguf):
     """The structural check on its own, including the causes the suite run does not cover."""
-    from harness.isolation import ModelFileError, check_gguf
+    from harness.run.isolation import ModelFileError, check_gguf
     data = smollm2_gguf.read_bytes()[:200_000]
     cases = {
         "empty": (b"", "truncated: the file ends at byte 0 inside the magic number"),

@@ -29,7 +29,8 @@ DOUBLES = textwrap.dedent('''
     import ctypes
     import time
 
-    from harness import expand, isolation
+    from harness.families import items as expand
+    from harness.run import isolation
     from harness.backends import base
 
 
@@ -177,7 +178,7 @@ def test_results_record_models_and_memory_of_every_worker_even_when_some_crashed
 def test_run_isolated_outcomes():
     import ctypes
 
-    from harness.isolation import run_isolated
+    from harness.run.isolation import run_isolated
 
     def segfault():
         ctypes.string_at(0)
@@ -238,10 +239,10 @@ INTERRUPTED = textwrap.dedent('''
     llama-server), says so, then waits to be interrupted."""
     import time
     from pathlib import Path
-    from harness import hostile
-    from harness.isolation import run_isolated
-    from harness.server_build import ServerProcess, build_llama_server
-    from harness.sources import llama_cpp_tree
+    from harness.families.hostile import checks as hostile
+    from harness.run.isolation import run_isolated
+    from harness.run.server_build import ServerProcess, build_llama_server
+    from harness.models.sources import llama_cpp_tree
 
     def test_interrupted(tmp_path):
         built = build_llama_server(llama_cpp_tree())
@@ -291,9 +292,9 @@ def test_ctrl_c_leaves_no_process_and_no_temporary_file(tmp_path, smollm2_gguf):
 
 
 def test_memory_ceiling_fails_the_running_check_only():
-    """--memory-ceiling's watcher (harness/isolation.py MemoryWatch): over the ceiling while a
+    """--memory-ceiling's watcher (harness/run/isolation.py MemoryWatch): over the ceiling while a
     check runs raises MemoryCeilingExceeded in that check; between checks nothing is raised."""
-    from harness.isolation import MemoryCeilingExceeded, MemoryWatch
+    from harness.run.isolation import MemoryCeilingExceeded, MemoryWatch
     watch = MemoryWatch(ceiling_mib=1, interval_s=0.05).start()     # any process is over 1 MiB
     try:
         time.sleep(0.3)                                              # no check running: nothing raised
@@ -315,7 +316,7 @@ def test_memory_ceiling_fails_the_running_check_only():
 def test_loadgroup_units_are_cases():
     """pytest 9 ignores xdist's `@group` nodeid suffix (item._nodeid); the scheduler groups suite
     checks by the case in their id instead, so a case's models load on one worker."""
-    from harness.isolation import group_of
+    from harness.run.isolation import group_of
     assert group_of("harness/suite/test_templates.py::test_render[smollm2-135m-instruct,single-user,gen,hf]") \
         == group_of("harness/suite/test_tokenizer.py::test_differential[smollm2-135m-instruct,plain,llama-server]") \
         == "smollm2-135m-instruct"

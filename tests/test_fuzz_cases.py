@@ -7,7 +7,7 @@ documents with values of the wrong type. Hypothesis runs derandomized and databa
 reproducible) with a time budget per example; an atheris run (coverage-guided, when atheris is
 installed) gets a bounded time too.
 
-Found by this file and fixed in harness/yamlio.py (reproducers kept in REGRESSIONS):
+Found by this file and fixed in harness/cases/yamlio.py (reproducers kept in REGRESSIONS):
   * `a: &a [*a]` (a recursive alias) made _construct recurse until RecursionError;
   * nested aliases expanded exponentially ("billion laughs": 6 levels of 9 took 14 s);
   * 2,000 nested brackets raised RecursionError from PyYAML's composer;
@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 
 from fuzzing import HANG_S, fuzz_settings, mutate, time_budget
 
-from harness.cases import discover
+from harness.cases.model import discover
 from harness.errors import CaseError
-from harness.schema import CASE_SCHEMA, CONTEXT_SCHEMA, TOOLSET_SCHEMA, validate
-from harness.yamlio import load_located
+from harness.cases.schema import CASE_SCHEMA, CONTEXT_SCHEMA, TOOLSET_SCHEMA, validate
+from harness.cases.yamlio import load_located
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "cases"
@@ -173,8 +173,8 @@ ATHERIS_TARGET = textwrap.dedent('''
 
     with atheris.instrument_imports():
         from harness.errors import CaseError
-        from harness.schema import CASE_SCHEMA, validate
-        from harness.yamlio import load_located
+        from harness.cases.schema import CASE_SCHEMA, validate
+        from harness.cases.yamlio import load_located
 
 
     def target(data: bytes) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from harness import generation as gen
-from harness.cases import discover
+from harness.families.generation import checks as gen
+from harness.cases.model import discover
 
 MODEL = """\
 schema: 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import generation as gen
+from harness.families.generation import checks as gen
 from harness.backends.base import Generation
 from harness.checks import Mismatch
 

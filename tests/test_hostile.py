@@ -1,4 +1,4 @@
-"""The hostile template set (harness/hostile.py) from the test command: every payload through
+"""The hostile template set (harness/families/hostile/checks.py) from the test command: every payload through
 every renderer present. Nothing may escape (effect-checked with a canary), every render ends
 within its bound, and the harness's own renderer blocks every payload by itself.
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import hostile
-from harness.hostile import PAYLOADS, Canary
+from harness.families.hostile import checks as hostile
+from harness.families.hostile.checks import PAYLOADS, Canary
 
 PYTHON_BOUND_S = hostile.PY_TIMEOUT_S + 5           # the kill, plus fork and pickling slack
 SERVER_BOUND_S = hostile.SERVER_START_S + hostile.SERVER_REQUEST_S + 10
@@ -35,8 +35,8 @@ def server(smollm2_gguf):
     """A built llama-server (cached by tree hash) and SmolLM2 to serve the templates with."""
     if shutil.which("cmake") is None or shutil.which("c++") is None:
         pytest.skip("cmake / c++ not on PATH: cannot build llama-server")
-    from harness.server_build import build_llama_server
-    from harness.sources import llama_cpp_tree
+    from harness.run.server_build import build_llama_server
+    from harness.models.sources import llama_cpp_tree
     tree = os.environ.get("HARNESS_TEST_LLAMA_CPP_TREE")
     return build_llama_server(Path(tree) if tree else llama_cpp_tree()), smollm2_gguf
 
@@ -44,16 +44,16 @@ def server(smollm2_gguf):
 @pytest.fixture(scope="session")
 def python_findings(renderers, tmp_path_factory):
     """Every payload through every Python renderer present, several children at a time
-    (harness/hostile_batch.py: each child with its own bounds, as render_python gives it)."""
-    from harness import hostile_batch
+    (harness/families/hostile/batch.py: each child with its own bounds, as render_python gives it)."""
+    from harness.families.hostile import batch as hostile_batch
     jobs = [(name, r, p) for p in PAYLOADS for name, r in renderers.items() if not isinstance(r, str)]
     return hostile_batch.render_python_many(jobs, tmp_path_factory.mktemp("canaries"))
 
 
 @pytest.fixture(scope="session")
 def server_findings(server, tmp_path_factory):
-    """Every payload through llama-server, a few servers at a time (harness/hostile_batch.py)."""
-    from harness import hostile_batch
+    """Every payload through llama-server, a few servers at a time (harness/families/hostile/batch.py)."""
+    from harness.families.hostile import batch as hostile_batch
     built, model = server
     return hostile_batch.render_server_many(built, model, PAYLOADS, tmp_path_factory.mktemp("server-canaries"))
 

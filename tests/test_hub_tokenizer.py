@@ -40,8 +40,8 @@ def hf_cache(tmp_path_factory, smollm2_gguf: Path) -> Path:
 
 def runtime_and_case(case_tree: Path, tokenizer: str, smollm2_gguf: Path):
     from harness.backends.base import BackendOptions
-    from harness.cases import discover
-    from harness.runtime import Runtime
+    from harness.cases.model import discover
+    from harness.run.runtime import Runtime
     (case_tree / "smollm2.yaml").write_text(case_text(tokenizer))
     cases = discover(case_tree)
     assert not cases.errors, cases.errors
@@ -107,7 +107,7 @@ def test_gguf_tokenizer_cache_is_used_only_when_faithful(tmp_path, monkeypatch):
     from conftest import resolve_case_model
     from harness.backends import hf as hfmod
     from harness.backends.base import ModelFiles
-    from harness.sources import sha256_file
+    from harness.models.sources import sha256_file
     models = {}
     for case_id in ("vocab-phi-3", "smollm2-135m-instruct"):
         path = resolve_case_model(case_id)            # from the real cache, before it is moved
@@ -135,7 +135,7 @@ def test_a_conversion_failure_is_recorded_and_reraised_with_the_same_message(tmp
     from harness.backends import hf as hfmod
     from harness.backends import hf_failures
     from harness.backends.base import ModelFiles, Unsupported
-    from harness.sources import sha256_file
+    from harness.models.sources import sha256_file
     path = resolve_case_model("vocab-refact")
     model = ModelFiles(key="vocab-refact", gguf=path, gguf_sha256=sha256_file(path))
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import CASES, REPO
 from harness import cli
-from harness.lint import check_description
+from harness.cases.lint import check_description
 
 GOOD = textwrap.dedent("""\
     schema: 1

@@ -1,4 +1,4 @@
-"""harness/merge.py: shard folders joined into one result set, and every bad merge refused with
+"""harness/report/merge.py: shard folders joined into one result set, and every bad merge refused with
 a message naming the folders and the values (different stacks, duplicate, missing or foreign
 shards, an empty shard's folder missing its results); compare and review read the merged folder."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import compare, merge
+from harness.report import compare
+from harness.report import merge
 from harness.cli import main
 
 PLAN = "p" * 64

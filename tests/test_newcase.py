@@ -15,8 +15,9 @@ import gguf  # noqa: F401  numpy, first imported out here (see conftest.preloade
 import pytest
 
 from conftest import CASES, SUITE, resolve_case_model
-from harness import cli, newcase
-from harness.cases import discover
+from harness import cli
+from harness.cases import newcase
+from harness.cases.model import discover
 
 # The offline GGUFs, by the repository case that pins them. Vocab files are passed by their
 # path inside the unpacked llama-cpp-python sdist (where a contributor finds them, next to
@@ -49,7 +50,7 @@ def offline_gguf(case_id: str) -> Path:
     path = resolve_case_model(case_id)
     for mirror in repo_case(case_id).model["gguf"].get("mirror", []):
         if "pypi_sdist" in mirror:
-            from harness.sources import unpacked_sdist
+            from harness.models.sources import unpacked_sdist
             return unpacked_sdist(mirror["pypi_sdist"]) / mirror["member"]
     return path
 
@@ -63,7 +64,7 @@ def new_case(capsys, *args) -> tuple[int, str, str]:
 @pytest.fixture
 def offline_env(monkeypatch):
     """No hub, as in CI (and the hub check is re-evaluated for this environment)."""
-    from harness import sources
+    from harness.models import sources
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sources.hub_unreachable_reason.cache_clear()
     yield
@@ -78,7 +79,7 @@ SPEEDUP_PLUGIN = """
 import functools
 
 import harness.backends.llama_cpp as lc
-from harness.gguf_meta import read_gguf
+from harness.models.gguf import read_gguf
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,7 +97,7 @@ if hasattr(lc, "_embedding_rows"):
 def test_metadata_agrees_with_gguf_reader():
     """The fast reader gives exactly what gguf.GGUFReader gives (on a small vocab: the
     reader takes seconds on big ones)."""
-    from harness.gguf_meta import read_gguf
+    from harness.models.gguf import read_gguf
     path = offline_gguf("vocab-phi-3")
     fast, slow = read_gguf(path), read_gguf(path, reader="gguf")
     for attr in ("version", "size", "tensor_count", "fields", "arrays", "tensors", "special"):
@@ -108,7 +109,7 @@ def test_metadata_agrees_with_gguf_reader():
 
 
 def test_metadata_of_a_model_with_weights(smollm2_gguf):
-    from harness.gguf_meta import read_gguf
+    from harness.models.gguf import read_gguf
     meta = read_gguf(smollm2_gguf)
     assert meta.has_weights and meta.tensor_count == 272 and meta.file_type == "MOSTLY_Q4_1"
     assert meta.tensor_shape("token_embd.weight") == (576, 49152) == (576, meta.n_vocab)
@@ -117,7 +118,7 @@ def test_metadata_of_a_model_with_weights(smollm2_gguf):
 
 
 def test_not_a_gguf_and_truncated_files_are_named(tmp_path, case_tree, capsys):
-    from harness.gguf_meta import GGUFFormatError, read_gguf
+    from harness.models.gguf import GGUFFormatError, read_gguf
     bad = tmp_path / "notes.gguf"
     bad.write_text("hello, I am not a model")
     with pytest.raises(GGUFFormatError, match=r"notes\.gguf: not a GGUF file \(starts with b'hell'"):
@@ -229,7 +230,7 @@ def _record(test, outcome, message="", backend="hf", check="templates.render", c
 
 
 def test_review_groups_skips_and_classifies_failures(tmp_path):
-    from harness import review
+    from harness.report import review
     mismatch = ("    raise mismatch(...)\n"
                 "E   harness.checks.Mismatch: cases/m.yaml:4: hf renders 'single-user' differently")
     setup = "hf could not be opened\n\nDuring handling...\ncases/m.yaml:4: hf could not be opened for m: boom"
@@ -267,7 +268,7 @@ def test_review_groups_skips_and_classifies_failures(tmp_path):
 
 
 def test_under_xdist_a_golden_that_differs_is_counted_from_the_failure(tmp_path):
-    from harness import review
+    from harness.report import review
     diff = "E       AssertionError: assert [+ received] == [- snapshot]"
     tests = [_record("test_render[m,single-user,gen,hf]", "passed"),
              _record("test_render[m,single-user,nogen,hf]", "failed", diff)]
@@ -284,7 +285,7 @@ def test_under_xdist_a_golden_that_differs_is_counted_from_the_failure(tmp_path)
 def test_golden_status_from_mtimes_at_session_start(tmp_path):
     """A fresh clone's golden files are newer than any `since` margin; what counts is whether
     the run moved a file's mtime, or created it."""
-    from harness import review
+    from harness.report import review
     tests = [_record(f"test_render[m,{c},gen,hf]", "passed") for c in ("kept", "rewritten", "new")]
     golden = tmp_path / "test_templates"
     golden.mkdir()
@@ -365,7 +366,7 @@ def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(project, capsy
     assert f"{new_id} (cases/{new_id}.yaml:" in first_out and " written, 0 changed" in first_out
     outcomes = {t["nodeid"]: t["outcome"] for t in first_report["tests"]}
     assert any(o == "passed" for o in outcomes.values())
-    from harness.review import failure_kind, headline
+    from harness.report.review import failure_kind, headline
     failures = [t for t in first_report["tests"] if t["outcome"] in ("failed", "error")]
     # a finding (Mismatch) or a backend that cannot be opened (e.g. transformers cannot convert
     # this GGUF's vocab) is honest; any other error would be a harness bug

@@ -1,11 +1,11 @@
-"""harness/overhead_phases.py: exclusive phase times, per check, with backend time kept apart."""
+"""harness/bench/overhead_phases.py: exclusive phase times, per check, with backend time kept apart."""
 
 from __future__ import annotations
 
 import time
 
-from harness import overhead_phases as op
-from harness.bench import _Clock
+from harness.bench import overhead_phases as op
+from harness.bench.core import _Clock
 
 
 def _spin(seconds: float) -> None:
@@ -42,7 +42,7 @@ def test_phases_are_exclusive_of_backend_calls_and_nested_phases():
 
 
 def test_a_forked_child_is_backend_time_except_the_calibrated_fork_cost():
-    from harness.isolation import run_isolated
+    from harness.run.isolation import run_isolated
     clock = _Clock()
     timer = op.PhaseTimer(clock)
     out = timer.timed_fork(run_isolated, _spin, 0.2, timeout_s=30)

@@ -1,4 +1,4 @@
-"""harness/report.py: the matrix, its links to failures, goldens.json, the throughput
+"""harness/report/build.py: the matrix, its links to failures, goldens.json, the throughput
 section and chart; and that a suite run leaves report.html / report.md next to results.json."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CASES, SUITE
-from harness import report
+from harness.report import build as report
 
 
 def rec(nodeid: str, outcome: str, case: str | None = None, check: str | None = None, backend: str = "",

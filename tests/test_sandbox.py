@@ -1,4 +1,4 @@
-"""The harness's own renderer (harness/sandbox.py): renders real templates exactly as
+"""The harness's own renderer (harness/backends/sandbox.py): renders real templates exactly as
 transformers does, and refuses everything hostile by itself, within its limits."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import sandbox as sb
-from harness.sandbox import Limits, RenderLimitExceeded, SandboxViolation, TemplateRaised, render, render_chat
+from harness.backends import sandbox as sb
+from harness.backends.sandbox import Limits, RenderLimitExceeded, SandboxViolation, TemplateRaised, render, render_chat
 
 REPO = Path(__file__).resolve().parents[1]
 MSGS = [{"role": "user", "content": "hi"}]
@@ -22,7 +22,7 @@ def chat(template: str, **kw) -> str:
 
 @pytest.fixture(scope="module")
 def llama_cpp_templates():
-    from harness.sources import llama_cpp_tree
+    from harness.models.sources import llama_cpp_tree
     paths = sorted((llama_cpp_tree() / "models" / "templates").glob("*.jinja"))
     assert len(paths) > 50
     return paths
@@ -32,7 +32,7 @@ def test_renders_every_llama_cpp_template_exactly_like_transformers(llama_cpp_te
     from transformers.utils.chat_template_utils import render_jinja_template
 
     from harness.backends.rendering import FIXED_DATE_STRING, frozen_clock
-    from harness.cases import discover
+    from harness.cases.model import discover
     contexts = list(discover(REPO / "cases").contexts.values())
     same = errors = 0
     for path in llama_cpp_templates:

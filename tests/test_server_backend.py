@@ -26,7 +26,7 @@ from harness.backends.base import (CHAT, COMPLETE, STREAM, Backend, BackendError
                                    Unsupported)
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.server import ServerBackend
-from harness.server_build import BuiltServer
+from harness.run.server_build import BuiltServer
 from conftest import pid_gone
 
 REPO = Path(__file__).resolve().parents[1]

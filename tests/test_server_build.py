@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.server_build import (ServerBuildError, build_llama_server, default_cache_root,
+from harness.run.server_build import (ServerBuildError, build_llama_server, default_cache_root,
                                   tree_hash)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def run_build_in_subprocess(tree: Path, cache: Path, env_extra: dict[str, str] |
     script = textwrap.dedent(f"""
         import json, time
         from pathlib import Path
-        from harness.server_build import build_llama_server
+        from harness.run.server_build import build_llama_server
         t = time.perf_counter()
         b = build_llama_server(Path({str(tree)!r}), cache_root=Path({str(cache)!r}))
         print("RESULT " + json.dumps({{"binary": str(b.binary), "cached": b.cached,

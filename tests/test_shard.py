@@ -1,4 +1,4 @@
-"""harness/shard.py: --shard K/N keeps whole cases together, balances by expected cost, is
+"""harness/run/shard.py: --shard K/N keeps whole cases together, balances by expected cost, is
 deterministic, and the union of the shards is exactly the unsharded run (also through pytest,
 with a real collection of the suite over the repository's case files)."""
 
@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from conftest import CASES, REPO, SUITE
-from harness import shard
+from harness.run import shard
 from harness.cli import main
 
 

@@ -192,7 +192,7 @@ def test_killing_llama_server_mid_run_fails_only_the_check_that_found_it(project
 @pytest.fixture
 def endpoint(built_server, smollm2_gguf):
     """A llama-server started here, as a user would start one (--jinja: tools supported)."""
-    from harness.server_build import ServerProcess
+    from harness.run.server_build import ServerProcess
     server = ServerProcess(built_server.binary, ["-m", str(smollm2_gguf), "-c", "2048", "--threads", "1",
                                                  "--threads-batch", "1", "--parallel", "1", "--seed", "1234",
                                                  "--jinja", "--no-webui"], env=built_server.env())
@@ -289,11 +289,11 @@ def test_openai_capabilities_option(tmp_path, pytester):
 def test_openai_chat_calls_are_validated_against_the_tool_schema(case_tree):
     """Unit level: the openai backend's chat-call items (one template: the endpoint's), and a
     forced call whose arguments break the tool's schema is a finding, as for the other backends."""
-    from harness import toolcall_checks as tc
+    from harness.families.toolcalls import checks as tc
     from harness.backends.base import BackendOptions, Generation
-    from harness.cases import discover
+    from harness.cases.model import discover
     from harness.checks import Mismatch
-    from harness.runtime import Runtime
+    from harness.run.runtime import Runtime
 
     (case_tree / "m.yaml").write_text(
         f"schema: 1\nid: m\ndescription: demo\nmodel:\n  gguf:\n    file: m.gguf\n    sha256: {'ab' * 32}\n"

@@ -3,7 +3,7 @@ corpus: tests/test_corpus.py)."""
 
 from __future__ import annotations
 
-from harness import tokenization as tk
+from harness.families.tokenizer import checks as tk
 
 QWEN2 = ("llama-cpp-python==0.3.36",
          "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf.inp",

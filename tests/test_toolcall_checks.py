@@ -1,4 +1,4 @@
-"""The tool-call family's own logic (harness/toolcall_checks.py), without model weights:
+"""The tool-call family's own logic (harness/families/toolcalls/checks.py), without model weights:
 turn cutting, call comparison, lossy declarations, prompt rules, handler capture, the
 tool-call grammar, argument validation, token pieces, the chat-call verdicts, expansion."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import toolcall_checks as tc
+from harness.families.toolcalls import checks as tc
 from harness.backends.base import BackendOptions, Generation
-from harness.cases import Case, discover
+from harness.cases.model import Case, discover
 from harness.checks import Mismatch
-from harness.runtime import Runtime
+from harness.run.runtime import Runtime
 from harness.toolcalls import ToolCall
 
 CASES = Path(__file__).resolve().parents[1] / "cases"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import CaseError
-from harness.schema import CASE_SCHEMA, validate
-from harness.yamlio import load_located
+from harness.cases.schema import CASE_SCHEMA, validate
+from harness.cases.yamlio import load_located
 
 GOOD = """\
 schema: 1

@@ -138,7 +138,7 @@ def from_gguf_cached(model: ModelFiles):
     from filelock import FileLock
     from transformers import AutoTokenizer
 
-    from ..sources import cache_root
+    from harness.models.sources import cache_root
     if not model.gguf_sha256:
         return AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
     # "v2": (tokenizer, fingerprint) pairs; earlier bare pickles are not read

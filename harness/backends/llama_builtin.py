@@ -68,5 +68,5 @@ class LlamaBuiltinTemplates:
 
 
 def _read_gguf_template(path) -> str | None:
-    from ..gguf_meta import read_gguf
+    from harness.models.gguf import read_gguf
     return read_gguf(path).chat_template

@@ -214,6 +214,6 @@ def _embedding_rows(path) -> int | None:
     """Rows of the token embedding matrix as stored in the GGUF (None: no weights). Read once
     per file with the harness's streaming metadata reader (gguf.GGUFReader takes 5-15 s on
     large vocabularies)."""
-    from ..gguf_meta import read_gguf
+    from harness.models.gguf import read_gguf
     shape = read_gguf(path).tensor_shape("token_embd.weight")
     return int(shape[-1]) if shape else None   # GGUF dims are innermost-first: [n_embd, n_vocab]

@@ -43,8 +43,8 @@ from harness.backends.base import (CHAT, COMPLETE, DETOKENIZE, GRAMMAR, JSON_SCH
 from harness.backends.openai_compat import (ConnectError, HttpClient, HttpError, chat_body,
                                             stream_generation)
 from harness.backends.stream import generation_from_reply
-from harness.sources import file_sha256
-from harness.server_build import (BuiltServer, ServerProcess, build_llama_server, describe_exit,
+from harness.models.sources import file_sha256
+from harness.run.server_build import (BuiltServer, ServerProcess, build_llama_server, describe_exit,
                                   server_version)
 
 CAPABILITIES = frozenset({RENDER, TOKENIZE, DETOKENIZE, VOCAB, COMPLETE, CHAT, STREAM,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import bench
+from harness.bench import core as bench
 
 OVERHEAD_TARGET = 0.10       # time outside backend calls, fraction of the suite's wall time
 RATIO_TARGET = 0.05          # harness tokens/s within 5% of the backend's own figure

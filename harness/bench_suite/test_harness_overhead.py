@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench
+from harness.bench import core as bench
 
 
 # The exhaustive tokenizer sweeps (every token id; thousands of generated strings) are

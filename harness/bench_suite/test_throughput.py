@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import bench
+from harness.bench import core as bench
 from harness.backends.base import COMPLETE
 from harness.suite import open_backend
 

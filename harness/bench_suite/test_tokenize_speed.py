@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from harness import tokenization as tk
+from harness.families.tokenizer import checks as tk
 from harness.backends.base import TOKENIZE
 from harness.suite import open_backend
 
@@ -20,8 +20,8 @@ BACKENDS = ("llama-cpp-python", "hf", "llama-server")
 
 def tokenize_items(cases, available):
     """Cases that declare `checks.throughput` (the full models), on every tokenizer backend."""
-    from harness import bench
-    from harness.expand import Item
+    from harness.bench import core as bench
+    from harness.families.items import Item
     return [Item(c, "throughput.tokenize", backend=b) for c in cases.cases
             if c.kind == "model" and bench.throughput_options(c) for b in BACKENDS if b in available]
 

@@ -11,7 +11,7 @@ import pytest
 
 from ..backends.base import Backend, BackendError, Unsupported, require
 from ..errors import SourceError
-from ..server_build import ServerBuildError
+from harness.run.server_build import ServerBuildError
 
 
 def open_backend(runtime, name: str, case, capability: str, record_property) -> Backend:

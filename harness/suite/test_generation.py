@@ -1,9 +1,9 @@
 """Generation with real weights, greedy and seeded, on every generating backend: grammars
 (and the grammar engine alone), token masks, stops, special-token rendering, missing chat
 templates; each generation also streamed and compared with the non-streamed result.
-The checking itself lives in harness/generation.py."""
+The checking itself lives in harness/families/generation/checks.py."""
 
-from harness import generation as gen
+from harness.families.generation import checks as gen
 from harness.backends.base import CHAT, COMPLETE, STREAM, VOCAB
 from harness.suite import open_backend
 

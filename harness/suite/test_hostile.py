@@ -1,4 +1,4 @@
-"""Hostile chat templates (harness/hostile.py) through every renderer present.
+"""Hostile chat templates (harness/families/hostile/checks.py) through every renderer present.
 
 One item per payload and renderer: the harness's own sandboxed renderer, transformers,
 llama-cpp-python's Jinja2ChatFormatter, llama.cpp's built-in templates, and llama-server
@@ -14,12 +14,12 @@ import fnmatch
 
 import pytest
 
-from harness import hostile
-from harness.cases import Case
-from harness.expand import RENDERERS, Item
+from harness.families.hostile import checks as hostile
+from harness.cases.model import Case
+from harness.families.items import RENDERERS, Item
 
-CASE = Case(id="hostile-templates", kind="hostile", description="hostile chat templates (harness/hostile.py)",
-            file="harness/hostile.py", line=1, raw={}, contexts=(), known_defects=())
+CASE = Case(id="hostile-templates", kind="hostile", description="hostile chat templates (harness/families/hostile/checks.py)",
+            file="harness/families/hostile/checks.py", line=1, raw={}, contexts=(), known_defects=())
 
 
 def hostile_items(cases, available) -> list[Item]:
@@ -48,7 +48,7 @@ def hostile_renderers():
 def hostile_server(harness_runtime, harness_cases):
     """(built llama-server, model path) or the reason there is none."""
     from harness.backends.server import resolve_server
-    from harness.cases import discover
+    from harness.cases.model import discover
 
     def weights(cases):
         return sorted((c for c in cases if c.kind == "model" and c.has_weights),
@@ -68,8 +68,8 @@ def hostile_server(harness_runtime, harness_cases):
 @pytest.fixture(scope="session")
 def hostile_prefetched(request, hostile_renderers, tmp_path_factory):
     """The findings of every Python-renderer item this session runs, rendered several at a time
-    (harness/hostile_batch.py) when the first of them runs; each test takes its own."""
-    from harness import hostile_batch
+    (harness/families/hostile/batch.py) when the first of them runs; each test takes its own."""
+    from harness.families.hostile import batch as hostile_batch
     if request.config.getoption("--case") and not any(
             fnmatch.fnmatchcase(CASE.id, g) for g in request.config.getoption("--case")):
         return {}
@@ -84,8 +84,8 @@ def hostile_prefetched(request, hostile_renderers, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hostile_server_prefetched(request, hostile_server, tmp_path_factory):
-    """The same for the llama-server items: a few servers at a time (harness/hostile_batch.py)."""
-    from harness import hostile_batch
+    """The same for the llama-server items: a few servers at a time (harness/families/hostile/batch.py)."""
+    from harness.families.hostile import batch as hostile_batch
     if isinstance(hostile_server, str):
         return {}
     payloads = []

@@ -3,7 +3,7 @@ reference, goldens, token-level parity of the rendered prompt, and missing templ
 
 import pytest
 
-from harness import expand
+from harness.families import items as expand
 from harness.backends.base import RENDER, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch, mismatch
 from harness.suite import open_backend, skip_unsupported

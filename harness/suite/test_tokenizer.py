@@ -5,7 +5,7 @@ import codecs
 
 import pytest
 
-from harness import tokenization as tk
+from harness.families.tokenizer import checks as tk
 from harness.backends.base import DETOKENIZE, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch
 from harness.suite import open_backend, skip_unsupported

@@ -1,16 +1,16 @@
 """Tool calls: round trip through each tool-capable template, the prompts llama-cpp-python's
 hand-built tool handlers send, streaming of every wire format in a real model's tokens, and
 real tool-call generations (grammar-constrained and through each stack's chat API), with
-arguments validated against the tool's schema. The checking lives in harness/toolcall_checks.py.
+arguments validated against the tool's schema. The checking lives in harness/families/toolcalls/checks.py.
 (Rendering tool conversations and agreement between renderers is test_templates.py.)"""
 
 import dataclasses
 
 import pytest
 
-from harness import toolcall_checks as tc
+from harness.families.toolcalls import checks as tc
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
-from harness.server_build import ServerBuildError
+from harness.run.server_build import ServerBuildError
 from harness.suite import open_backend, skip_build_failure, skip_unsupported
 
 PARAMETERS = {

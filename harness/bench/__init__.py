@@ -1,0 +1,1 @@
+"""Benchmarks: provenance, runners, overhead attribution, storage."""

@@ -1,0 +1,1 @@
+"""Case files in: line-aware YAML, the schema, validated Case objects, discovery, lint, new-case."""

@@ -1,0 +1,1 @@
+"""Check families: item expansion and check logic per family (the registry: harness.families.registry)."""

@@ -1,0 +1,1 @@
+"""Generation family: real weights, greedy decoding, grammars, stops, special tokens."""

@@ -1,0 +1,1 @@
+"""Hostile-template family: untrusted chat templates through every renderer."""

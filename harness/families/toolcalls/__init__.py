@@ -1,0 +1,1 @@
+"""Tool-call family: round trip, handler prompts, streaming, schema-valid arguments."""

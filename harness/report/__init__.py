@@ -1,0 +1,1 @@
+"""Outputs: results.json, goldens, the report (matrix, sections), compare, merge, review."""

@@ -1,0 +1,433 @@
+"""`harness compare OLD NEW`: what changed between two result sets, in Markdown and HTML.
+
+A result set is a reports folder as a suite run leaves it (or the path of its results.json):
+  results.json   outcome per check (harness/report/results.py)
+  goldens.json   the content of every golden the run used (written with the report)
+  benchmarks/    saved `harness bench` runs; the latest one is compared (or --old-bench/--new-bench)
+A saved benchmark JSON on its own is a result set too (throughput only).
+
+Listed:
+  * every changed golden (rendered prompt, token ids, tool calls, generated text, other),
+    with a diff, and goldens present on one side only;
+  * outputs that differ from their golden in NEW without the golden being rewritten
+    (failed snapshot checks), with syrupy's diff;
+  * every check whose status changed (and checks present on one side only);
+  * every throughput figure that changed beyond noise: |change| >= --min-change (default 5%)
+    and larger than --noise-k (default 3) standard errors of the two runs' rounds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.report.build import CSS, GOLDENS_FILE, bench_history, load_bench_run
+from harness.report.build import write_atomic as _write
+from harness.report.sections import diff_html, failure_excerpt
+
+CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
+OUTCOME_ORDER = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "failed": 4, "error": 5}
+
+
+# --- loading ---------------------------------------------------------------------------------
+@dataclass
+class ResultSet:
+    label: str
+    path: Path
+    results: dict[str, Any] | None = None
+    goldens: dict[str, str] | None = None
+    bench: Any = None                          # report.BenchRun (with .doc) or None
+
+    @property
+    def tests(self) -> dict[str, dict[str, Any]]:
+        return {t["nodeid"]: t for t in (self.results or {}).get("tests", [])}
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _bench(path: Path):
+    run = load_bench_run(path)
+    if run is None:
+        raise ValueError(f"{path} is not a saved pytest-benchmark run")
+    run.doc = _load_json(path)
+    return run
+
+
+def load_result_set(path: str | Path, *, bench: str | Path | None = None, label: str | None = None) -> ResultSet:
+    p = Path(path)
+    rs = ResultSet(label or str(path), p)
+    if p.is_file():
+        doc = _load_json(p)
+        if isinstance(doc, dict) and "benchmarks" in doc:
+            rs.bench = _bench(p)
+        elif isinstance(doc, dict) and "tests" in doc:
+            rs.results = doc
+            if (p.parent / GOLDENS_FILE).is_file():
+                rs.goldens = _load_json(p.parent / GOLDENS_FILE).get("files", {})
+        else:
+            raise ValueError(f"{p}: neither a results.json nor a saved benchmark run")
+    elif p.is_dir():
+        if (p / "results.json").is_file():
+            rs.results = _load_json(p / "results.json")
+        if (p / GOLDENS_FILE).is_file():
+            rs.goldens = _load_json(p / GOLDENS_FILE).get("files", {})
+        if bench is None and (p / "benchmarks").is_dir():
+            history = bench_history(p / "benchmarks")
+            if history:
+                rs.bench = _bench(history[-1].path)
+    else:
+        raise FileNotFoundError(f"{p}: no such result set")
+    if bench is not None:
+        rs.bench = _bench(Path(bench))
+    if rs.results is None and rs.bench is None:
+        raise ValueError(f"{p}: no results.json and no saved benchmark run in it")
+    return rs
+
+
+# --- goldens ---------------------------------------------------------------------------------
+def golden_category(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "other"
+    keys = set(data) if isinstance(data, dict) else set()
+    if "tool_calls" in keys:
+        return "tool calls"
+    if "prompt" in keys:
+        return "rendered prompt"
+    if "ids" in keys or "tokens" in keys or "token_ids" in keys:
+        return "token ids"
+    if "text" in keys:
+        return "generated text"
+    return "other"
+
+
+def text_diff(old: str, new: str, old_name: str, new_name: str, limit: int = 80) -> str:
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name, n=2, lineterm=""))
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... ({len(lines) - limit} more diff lines)"]
+    return "\n".join(lines)
+
+
+@dataclass
+class GoldenChange:
+    path: str
+    category: str
+    kind: str                 # changed | only-old | only-new
+    diff: str = ""
+
+
+def diff_goldens(old: dict[str, str] | None, new: dict[str, str] | None) -> list[GoldenChange]:
+    if old is None or new is None:
+        return []
+    out = []
+    for path in sorted(set(old) | set(new)):
+        a, b = old.get(path), new.get(path)
+        if a is not None and b is not None:
+            if a != b:
+                out.append(GoldenChange(path, golden_category(b), "changed",
+                                        text_diff(a, b, f"OLD/{path}", f"NEW/{path}")))
+        elif a is None:
+            out.append(GoldenChange(path, golden_category(b), "only-new"))
+        else:
+            out.append(GoldenChange(path, golden_category(a), "only-old"))
+    return out
+
+
+# --- statuses ---------------------------------------------------------------------------------
+def is_snapshot_failure(test: dict[str, Any]) -> bool:
+    msg = test.get("message") or ""
+    return test.get("outcome") in ("failed", "error") and ("[- snapshot]" in msg or ("snapshot" in msg.lower()
+                                                            and "[+ received]" in msg))
+
+
+@dataclass
+class StatusChange:
+    nodeid: str
+    old: str | None
+    new: str | None
+    check: str | None
+    location: str | None
+    message: str
+
+    @property
+    def direction(self) -> str:
+        if self.old is None:
+            return "new check"
+        if self.new is None:
+            return "check gone"
+        return "worse" if OUTCOME_ORDER.get(self.new, 9) > OUTCOME_ORDER.get(self.old, 9) else "better"
+
+
+def diff_statuses(old: ResultSet, new: ResultSet) -> list[StatusChange]:
+    if old.results is None or new.results is None:
+        return []
+    a, b = old.tests, new.tests
+    out = []
+    for nodeid in sorted(set(a) | set(b)):
+        ta, tb = a.get(nodeid), b.get(nodeid)
+        oa, ob = ta and ta["outcome"], tb and tb["outcome"]
+        if oa != ob:
+            t = tb or ta
+            out.append(StatusChange(nodeid, oa, ob, t.get("check"), t.get("location"),
+                                    (tb or {}).get("message") or ""))
+    return out
+
+
+# --- throughput ---------------------------------------------------------------------------------
+@dataclass
+class Figure:
+    benchmark: str
+    metric: str
+    old: float
+    new: float
+    noise: float
+    higher_is_better: bool
+
+    @property
+    def change(self) -> float:
+        return (self.new - self.old) / self.old if self.old else math.inf
+
+    @property
+    def verdict(self) -> str:
+        better = (self.new > self.old) == self.higher_is_better
+        return "better" if better else "worse"
+
+
+def _sem(stdev: float | None, n: int | None) -> float:
+    return (stdev or 0.0) / math.sqrt(n) if n else 0.0
+
+
+def _metrics(b: dict[str, Any]) -> dict[str, tuple[float, float, bool]]:
+    """metric -> (mean, standard error, higher is better)."""
+    out = {}
+    st = b.get("stats") or {}
+    info = b.get("extra_info") or {}
+    if st.get("mean") is not None:
+        timer = info.get("timer") or "wall"
+        out[f"benchmark {'CPU' if timer == 'cpu' else 'wall'} time s"] = (
+            st["mean"], _sem(st.get("stddev"), st.get("rounds")), False)
+    n = info.get("rounds")
+    for key, label, hib in (("tg_tps", "generation tok/s", True), ("pp_tps", "prompt tok/s", True),
+                            ("ttft_ms", "time to first token ms", False), ("backend_tg_tps", "backend generation tok/s", True),
+                            ("backend_pp_tps", "backend prompt tok/s", True), ("cpu_s", "request CPU s", False)):
+        v = info.get(key)
+        if isinstance(v, dict) and v.get("mean") is not None:
+            out[label] = (v["mean"], _sem(v.get("stdev"), n), hib)
+    if info.get("kind") == "overhead" and info.get("figures"):
+        f = info["figures"]
+        out["outside-backend share"] = (f["outside_ratio"], 0.0, False)
+    if info.get("kind") == "collection" and info.get("figures"):
+        out["collection s"] = (info["figures"]["pytest_collection_s"], 0.0, False)
+    return out
+
+
+def diff_throughput(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k: float = 3.0) -> tuple[list[Figure], int]:
+    """Figures beyond noise, and how many figures were compared."""
+    if old.bench is None or new.bench is None:
+        return [], 0
+    a = {b["fullname"]: b for b in old.bench.doc["benchmarks"]}
+    b_ = {b["fullname"]: b for b in new.bench.doc["benchmarks"]}
+    out, compared = [], 0
+    for name in sorted(set(a) & set(b_)):
+        ma, mb = _metrics(a[name]), _metrics(b_[name])
+        for metric in ma.keys() & mb.keys():
+            (va, sa, hib), (vb, sb, _) = ma[metric], mb[metric]
+            compared += 1
+            noise = noise_k * math.sqrt(sa ** 2 + sb ** 2)
+            if va and abs(vb - va) / abs(va) >= min_change and abs(vb - va) > noise:
+                out.append(Figure(name.split("::")[-1], metric, va, vb, noise, hib))
+    return out, compared
+
+
+# --- the comparison ---------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    old: ResultSet
+    new: ResultSet
+    goldens: list[GoldenChange] = field(default_factory=list)
+    statuses: list[StatusChange] = field(default_factory=list)
+    throughput: list[Figure] = field(default_factory=list)
+    throughput_compared: int = 0
+    min_change: float = 0.05
+    noise_k: float = 3.0
+
+    @property
+    def changed_goldens(self) -> list[GoldenChange]:
+        return [g for g in self.goldens if g.kind == "changed"]
+
+    @property
+    def snapshot_failures(self) -> list[StatusChange]:
+        tests = self.new.tests
+        return [s for s in self.statuses if s.new in ("failed", "error") and is_snapshot_failure(tests[s.nodeid])]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.goldens or self.statuses or self.throughput)
+
+
+def compare(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k: float = 3.0) -> Comparison:
+    figures, n = diff_throughput(old, new, min_change=min_change, noise_k=noise_k)
+    return Comparison(old, new, diff_goldens(old.goldens, new.goldens), diff_statuses(old, new), figures, n,
+                      min_change, noise_k)
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+def _summary(c: Comparison) -> list[str]:
+    lines = []
+    if c.old.goldens is None or c.new.goldens is None:
+        lines.append("goldens: not compared (a result set has no goldens.json)")
+    else:
+        by = {cat: sum(1 for g in c.changed_goldens if g.category == cat) for cat in CATEGORIES}
+        lines.append(f"goldens: {len(c.changed_goldens)} changed ("
+                     + ", ".join(f"{n} {cat}" for cat, n in by.items() if n) + ")"
+                     + f", {sum(g.kind == 'only-old' for g in c.goldens)} only in OLD, "
+                       f"{sum(g.kind == 'only-new' for g in c.goldens)} only in NEW")
+    if c.old.results is None or c.new.results is None:
+        lines.append("checks: not compared (a result set has no results.json)")
+    else:
+        d = [s.direction for s in c.statuses]
+        lines.append(f"checks: {len(c.statuses)} changed status ({d.count('worse')} worse, {d.count('better')} better, "
+                     f"{d.count('new check')} new, {d.count('check gone')} gone); "
+                     f"{len(c.snapshot_failures)} outputs differ from their golden in NEW")
+    if c.old.bench is None or c.new.bench is None:
+        lines.append("throughput: not compared (a result set has no saved benchmark run)")
+    else:
+        lines.append(f"throughput: {len(c.throughput)} of {c.throughput_compared} figures changed beyond noise "
+                     f"(>= {c.min_change:.0%} and > {c.noise_k:g} standard errors)")
+    return lines
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def render_markdown(c: Comparison, limit: int = 400) -> str:
+    out = ["# Result comparison", "", f"- OLD: `{c.old.label}`", f"- NEW: `{c.new.label}`", ""]
+    out += [f"- {ln}" for ln in _summary(c)]
+    if c.changed_goldens:
+        out += ["", "## Changed goldens", ""]
+        for cat in CATEGORIES:
+            items = [g for g in c.changed_goldens if g.category == cat]
+            if not items:
+                continue
+            out += [f"### {cat} ({len(items)})", ""]
+            for g in items[:limit]:
+                out += [f"- `{g.path}`", "", "```diff", g.diff, "```", ""]
+    one_side = [g for g in c.goldens if g.kind != "changed"]
+    if one_side:
+        out += ["", "## Goldens on one side only", ""]
+        out += [f"- {'only in OLD' if g.kind == 'only-old' else 'only in NEW'}: `{g.path}` ({g.category})"
+                for g in one_side[:limit]]
+        if len(one_side) > limit:
+            out.append(f"- ... {len(one_side) - limit} more")
+    snaps = c.snapshot_failures
+    if snaps:
+        out += ["", "## Outputs that differ from their golden in NEW (golden not rewritten)", ""]
+        for s in snaps[:limit]:
+            out += [f"- `{s.nodeid}` at `{s.location}`", "", "```diff", failure_excerpt(s.message), "```", ""]
+    if c.statuses:
+        out += ["", "## Checks that changed status", "", "| check | OLD | NEW | | location |", "|---|---|---|---|---|"]
+        for s in c.statuses[:limit]:
+            out.append(f"| `{s.nodeid.split('::')[-1]}` | {s.old or '—'} | {s.new or '—'} | {s.direction} | "
+                       f"{s.location or ''} |")
+        if len(c.statuses) > limit:
+            out.append(f"| ... {len(c.statuses) - limit} more | | | | |")
+        worse = [s for s in c.statuses if s.direction == "worse" and s.message and s not in snaps]
+        if worse:
+            out += ["", "### Messages of checks that got worse", ""]
+            for s in worse[:limit]:
+                out += [f"- `{s.nodeid}`", "", "```", failure_excerpt(s.message), "```", ""]
+    if c.throughput:
+        out += ["", "## Throughput changes beyond noise", "", "| benchmark | figure | OLD | NEW | change | noise | |",
+                "|---|---|---|---|---|---|---|"]
+        for f in sorted(c.throughput, key=lambda f: (f.benchmark, f.metric)):
+            out.append(f"| `{f.benchmark}` | {f.metric} | {_fmt(f.old)} | {_fmt(f.new)} | {f.change:+.1%} | "
+                       f"±{_fmt(f.noise)} | {f.verdict} |")
+    if not c.has_changes:
+        out += ["", "No differences."]
+    return "\n".join(out) + "\n"
+
+
+def render_html(c: Comparison, limit: int = 2000) -> str:
+    e = html.escape
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8"><title>Result comparison</title>',
+           f"<style>{CSS} .add{{color:#1b5e20}}.del{{color:#b71c1c}}</style></head><body>",
+           "<h1>Result comparison</h1>",
+           f"<p>OLD: <code>{e(c.old.label)}</code><br>NEW: <code>{e(c.new.label)}</code></p><ul>"]
+    out += [f"<li>{e(ln)}</li>" for ln in _summary(c)]
+    out.append("</ul>")
+
+    diff_block = diff_html
+
+    if c.changed_goldens:
+        out.append("<h2>Changed goldens</h2>")
+        for cat in CATEGORIES:
+            items = [g for g in c.changed_goldens if g.category == cat]
+            if items:
+                out.append(f"<h3>{e(cat)} ({len(items)})</h3>")
+                for g in items[:limit]:
+                    out.append(f"<p><code>{e(g.path)}</code></p>" + diff_block(g.diff))
+    one_side = [g for g in c.goldens if g.kind != "changed"]
+    if one_side:
+        out.append(f"<h2>Goldens on one side only</h2><details><summary>{len(one_side)} goldens</summary><ul>")
+        out += [f"<li>{'only in OLD' if g.kind == 'only-old' else 'only in NEW'}: <code>{e(g.path)}</code> "
+                f"({e(g.category)})</li>" for g in one_side[:limit]]
+        out.append("</ul></details>")
+    snaps = c.snapshot_failures
+    if snaps:
+        out.append("<h2>Outputs that differ from their golden in NEW (golden not rewritten)</h2>")
+        for s in snaps[:limit]:
+            out.append(f"<p><code>{e(s.nodeid)}</code> at <code>{e(str(s.location))}</code></p>"
+                       + diff_block(failure_excerpt(s.message, 6000)))
+    if c.statuses:
+        out.append("<h2>Checks that changed status</h2><table><tr><th>check</th><th>OLD</th><th>NEW</th><th></th>"
+                   "<th>location</th><th>message (NEW)</th></tr>")
+        for s in c.statuses[:limit]:
+            msg = f"<details><summary>message</summary><pre>{e(s.message.rstrip()[-4000:])}</pre></details>" if s.message else ""
+            out.append(f"<tr><td><code>{e(s.nodeid.split('::')[-1])}</code></td><td>{e(s.old or '—')}</td>"
+                       f"<td>{e(s.new or '—')}</td><td>{e(s.direction)}</td><td>{e(s.location or '')}</td><td>{msg}</td></tr>")
+        out.append("</table>")
+    if c.throughput:
+        out.append("<h2>Throughput changes beyond noise</h2><table><tr><th>benchmark</th><th>figure</th><th>OLD</th>"
+                   "<th>NEW</th><th>change</th><th>noise</th><th></th></tr>")
+        for f in sorted(c.throughput, key=lambda f: (f.benchmark, f.metric)):
+            out.append(f"<tr><td><code>{e(f.benchmark)}</code></td><td>{e(f.metric)}</td><td class=num>{_fmt(f.old)}</td>"
+                       f"<td class=num>{_fmt(f.new)}</td><td class=num>{f.change:+.1%}</td><td class=num>±{_fmt(f.noise)}"
+                       f"</td><td>{e(f.verdict)}</td></tr>")
+        out.append("</table>")
+    if not c.has_changes:
+        out.append("<p>No differences.</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_comparison(c: Comparison, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    return {"md": _write(out_dir / "compare.md", render_markdown(c)),
+            "html": _write(out_dir / "compare.html", render_html(c))}
+
+
+def run(ns) -> int:
+    """`harness compare` (arguments: see harness/cli.py)."""
+    import sys
+    try:
+        old = load_result_set(ns.old, bench=ns.old_bench, label=f"{ns.old}")
+        new = load_result_set(ns.new, bench=ns.new_bench, label=f"{ns.new}")
+    except (OSError, ValueError) as exc:
+        print(f"harness compare: {exc}", file=sys.stderr)
+        return 2
+    c = compare(old, new, min_change=ns.min_change, noise_k=ns.noise_k)
+    out_dir = Path(ns.out) if ns.out else (Path(ns.new) if Path(ns.new).is_dir() else Path(ns.new).parent) / "compare"
+    paths = write_comparison(c, out_dir)
+    text = render_markdown(c, limit=ns.limit)
+    print(text if not ns.quiet else "\n".join(_summary(c)))
+    print(f"written: {paths['md']} and {paths['html']}")
+    return 1 if (ns.fail_on_change and c.has_changes) else 0

@@ -1,0 +1,553 @@
+"""Build llama.cpp's `llama-server` from a source tree, once, cache it, and run it.
+
+The cache key is a content hash of the parts of the tree that go into the binary plus
+the CMake options, so a changed tree or changed options rebuild, and everything else
+reuses. A file lock makes concurrent callers (pytest-xdist workers) wait for one build
+instead of racing. A failed build leaves a marker so the same failure is reported at
+once for the rest of that run instead of recompiling for every worker and test.
+
+`ServerProcess` runs the binary as a child in its own process group and makes sure it
+is stopped at exit, on SIGTERM/SIGINT and (Linux) when the harness itself is killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+from filelock import FileLock, Timeout
+
+from harness.backends.base import BackendError
+from harness.cpu_target import ggml_options
+
+# Options every build gets; user options override entries in this table.
+DEFAULT_CMAKE_OPTIONS: dict[str, str] = {
+    "CMAKE_BUILD_TYPE": "Release",
+    "LLAMA_BUILD_SERVER": "ON",
+    "LLAMA_BUILD_TOOLS": "ON",          # tools/ holds the server; OFF would drop it
+    "LLAMA_BUILD_TESTS": "OFF",
+    "LLAMA_BUILD_EXAMPLES": "OFF",
+    "LLAMA_BUILD_APP": "OFF",           # the unified `llama` binary is not needed
+    "LLAMA_CURL": "OFF",                # no model downloads from the server
+    "LLAMA_USE_PREBUILT_UI": "OFF",     # else configure fetches the web UI from Hugging Face
+    # the reference stack's CPU target, the same as llama-cpp-python's wheel (harness.cpu_target)
+    **ggml_options(),
+}
+
+# What goes into the binary. Docs, models, tests and conversion scripts do not.
+HASHED_PATHS = (
+    "CMakeLists.txt", "cmake", "src", "ggml", "common", "include", "vendor",
+    "tools/CMakeLists.txt", "tools/server", "tools/mtmd", "tools/ui", "tools/cli/CMakeLists.txt",
+    "scripts/ui-assets.cmake",
+)
+_SKIP_DIRS = {"__pycache__", ".git", "node_modules", "build"}
+
+LOG_TAIL_LINES = 40
+BINARY_NAME = "llama-server"
+
+
+class ServerBuildError(BackendError):
+    """llama-server could not be built (the build failed, or could not run). The message carries
+    the tail of the build log; `headline` is its first line, `log_path` and `tail` the log's
+    path and last lines (None / "" when no build ran). A suite run skips the server's checks with
+    the headline and reports the tail once (harness/suite/__init__.py, harness/plugin.py)."""
+
+    def __init__(self, message: str, log_path: str | Path | None = None, tail: str = ""):
+        super().__init__(message)
+        self.log_path = str(log_path) if log_path is not None else None
+        self.tail = tail
+
+    def __reduce__(self):                        # picklable with its attributes (xdist, forks)
+        return type(self), (str(self), self.log_path, self.tail)
+
+    @property
+    def headline(self) -> str:
+        return str(self).split("\n", 1)[0].removesuffix("; last lines:").rstrip(":")
+
+
+@dataclass
+class BuiltServer:
+    binary: Path
+    lib_dir: Path                      # put on LD_LIBRARY_PATH (shared libggml/libllama)
+    tree_hash: str
+    options: dict[str, str]
+    build_dir: Path
+    version: str = ""                  # `llama-server --version` output
+    key: str = ""                      # cache key (tree hash + options)
+    build_seconds: float | None = None # wall time of the build that produced it
+    cached: bool = False               # True when this call reused an earlier build
+    source_tree: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment to run the binary with (its shared libraries first on the path)."""
+        return _env_with_libs(self.lib_dir)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("binary", "lib_dir", "build_dir", "source_tree"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        return d
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llm-harness"
+
+
+# --- tree hashing ---------------------------------------------------------------
+def _tree_files(tree: Path) -> list[Path]:
+    files: list[Path] = []
+    for rel in HASHED_PATHS:
+        p = tree / rel
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+                files.extend(Path(root) / n for n in sorted(names) if not n.endswith(".pyc"))
+    return files
+
+
+def tree_hash(source_tree: Path, *, memo_file: Path | None = None) -> str:
+    """sha256 over relative paths and contents of the files that go into the build.
+
+    Hashing ~40 MB takes a fraction of a second, but a stat fingerprint (path, size,
+    mtime) is cheaper still, so the content hash is memoised per tree path + fingerprint.
+    """
+    tree = Path(source_tree).resolve()
+    files = _tree_files(tree)
+    if not files:
+        raise ServerBuildError(f"{tree} does not look like a llama.cpp source tree "
+                               f"(none of {', '.join(HASHED_PATHS[:4])} ...)")
+    fp = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        fp.update(f"{f.relative_to(tree)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    fingerprint = fp.hexdigest()
+    memo: dict = {}
+    if memo_file is not None and memo_file.exists():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        hit = memo.get(str(tree))
+        if hit and hit.get("fingerprint") == fingerprint:
+            return hit["hash"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(tree)).encode() + b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0")
+    digest = h.hexdigest()
+    if memo_file is not None:
+        memo[str(tree)] = {"fingerprint": fingerprint, "hash": digest}
+        _atomic_write(memo_file, json.dumps(memo, indent=1))
+    return digest
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _cpu_flags() -> str:
+    # GGML_NATIVE (on by default) builds for this CPU; a cache shared with a machine
+    # lacking e.g. AVX-512 must not hand it this binary (SIGILL).
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        flags = platform.processor()
+    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+
+
+def _cache_key(tree: str, options: dict[str, str]) -> str:
+    # The machine and compiler choice change the binary as much as the options do.
+    ident = {"tree": tree, "options": options, "machine": platform.machine(),
+             "cc": os.environ.get("CC", ""), "cxx": os.environ.get("CXX", "")}
+    if options.get("GGML_NATIVE", "ON").upper() not in ("OFF", "0", "FALSE", "NO"):
+        ident["cpu"] = _cpu_flags()
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _run_id() -> str:
+    """Identifies "this run": all xdist workers of one pytest session share it."""
+    return (os.environ.get("HARNESS_RUN_ID") or os.environ.get("PYTEST_XDIST_TESTRUNUID")
+            or f"pid-{os.getpid()}")
+
+
+def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no build log)"
+    return "\n".join(lines[-n:])
+
+
+def _env_with_libs(lib_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    old = env.get("LD_LIBRARY_PATH")
+    env["LD_LIBRARY_PATH"] = str(lib_dir) + (os.pathsep + old if old else "")
+    return env
+
+
+def server_version(binary: Path, lib_dir: Path) -> str:
+    try:
+        p = subprocess.run([str(binary), "--version"], env=_env_with_libs(lib_dir),
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(--version failed: {e})"
+    # llama.cpp prints the version on stderr; keep only the version lines.
+    out = (p.stdout + p.stderr).strip().splitlines()
+    keep = [ln for ln in out if ln.startswith(("version:", "built with"))]
+    return "\n".join(keep or out[-2:])
+
+
+# --- the build --------------------------------------------------------------------
+_PROCESS_MEMO: dict[str, BuiltServer] = {}
+
+
+def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | None = None,
+                       cache_root: Path | None = None, log: Callable[[str], None] = print,
+                       jobs: int | None = None, lock_timeout_s: float = 3 * 3600) -> BuiltServer:
+    """Return a built llama-server for `source_tree`, building it at most once per key."""
+    tree = Path(source_tree).resolve()
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    base = root / "llama-server"
+    th = tree_hash(tree, memo_file=base / "tree-hashes.json")
+    options = {**DEFAULT_CMAKE_OPTIONS, **{k: str(v) for k, v in (cmake_options or {}).items()}}
+    # Stamp the tree hash into `--version` (the vendored tree has no git to ask).
+    options.setdefault("LLAMA_BUILD_COMMIT", f"tree-{th[:12]}")
+    key = _cache_key(th, options)
+    if key in _PROCESS_MEMO:
+        return dataclasses.replace(_PROCESS_MEMO[key], cached=True)
+    kdir = base / key
+    done, failed = kdir / "built.json", kdir / "failed.json"
+
+    built = _load_built(done, cached=True)
+    if built is None:
+        kdir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(kdir / "build.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"llama-server: another process is building {key}; waiting for it")
+            try:
+                lock.acquire(timeout=lock_timeout_s)
+            except Timeout:
+                raise ServerBuildError(f"timed out after {lock_timeout_s:.0f}s waiting for "
+                                       f"the build lock {kdir / 'build.lock'}") from None
+        try:
+            built = _load_built(done, cached=True)       # built while we waited?
+            if built is None:
+                _raise_if_failed_this_run(failed)
+                built = _build(tree, th, options, key, kdir, log, jobs or _default_jobs())
+        finally:
+            lock.release()
+    _PROCESS_MEMO[key] = built
+    return built
+
+
+def _default_jobs() -> int:
+    return int(os.environ.get("HARNESS_BUILD_JOBS", "2"))
+
+
+def _load_built(done: Path, *, cached: bool) -> BuiltServer | None:
+    try:
+        d = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    b = BuiltServer(binary=Path(d["binary"]), lib_dir=Path(d["lib_dir"]), tree_hash=d["tree_hash"],
+                    options=d["options"], build_dir=Path(d["build_dir"]), version=d.get("version", ""),
+                    key=d.get("key", ""), build_seconds=d.get("build_seconds"), cached=cached,
+                    source_tree=Path(d["source_tree"]) if d.get("source_tree") else None)
+    return b if b.binary.exists() else None
+
+
+def _raise_if_failed_this_run(failed: Path) -> None:
+    try:
+        d = json.loads(failed.read_text())
+    except (OSError, ValueError):
+        return
+    if d.get("run_id") == _run_id():
+        # the first line as the failed build said it, so every worker reports the same failure
+        cmd = d.get("cmd") or []
+        raise ServerBuildError(f"llama-server build failed (exit {d.get('rc')}) running {' '.join(cmd[:3])} ...; "
+                               f"log {d.get('log')}; last lines:\n{d.get('tail', '')}\n"
+                               f"(this build already failed in this run: not retried)",
+                               d.get("log"), d.get("tail", ""))
+    failed.unlink(missing_ok=True)     # a new run retries (the failure may have been transient)
+
+
+def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
+           log: Callable[[str], None], jobs: int) -> BuiltServer:
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise ServerBuildError(f"'{tool}' not found on PATH; needed to build llama-server")
+    build_dir = kdir / "build"
+    log_path = kdir / "build.log"
+    configure = ["cmake", "-S", str(tree), "-B", str(build_dir)] + [
+        f"-D{k}={v}" for k, v in sorted(options.items())]
+    compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
+    log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
+    t0 = time.monotonic()
+    with open(log_path, "w") as out:
+        for cmd in (configure, compile_):
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL).returncode
+            if rc != 0:
+                tail = _tail(log_path)
+                _atomic_write(kdir / "failed.json", json.dumps(
+                    {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
+                     "tail": tail, "time": time.time()}, indent=1))
+                raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
+                                       f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
+                                       log_path, tail)
+    seconds = round(time.monotonic() - t0, 1)
+    binary = build_dir / "bin" / BINARY_NAME
+    if not binary.exists():
+        raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}", log_path,
+                               _tail(log_path))
+    lib_dir = build_dir / "bin"
+    built = BuiltServer(binary=binary, lib_dir=lib_dir, tree_hash=th, options=options,
+                        build_dir=build_dir, version=server_version(binary, lib_dir), key=key,
+                        build_seconds=seconds, cached=False, source_tree=tree)
+    _atomic_write(kdir / "built.json", json.dumps(built.to_dict(), indent=1))
+    (kdir / "failed.json").unlink(missing_ok=True)
+    log(f"llama-server: built in {seconds:.0f}s: {built.version.splitlines()[0] if built.version else ''}")
+    return built
+
+
+# --- running it ------------------------------------------------------------------
+# Every live child is tracked here so atexit and SIGTERM/SIGINT can stop them all.
+_LIVE: set["ServerProcess"] = set()
+_PREV_HANDLERS: dict[int, Any] = {}
+_atexit_installed = False
+_LIBC = None
+
+
+def describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"exit code {rc}, killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"exit code {rc}"
+    return f"exit code {rc}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free now. Another process (an xdist worker) can take it
+    before the server binds it; ServerProcess.start() retries on a bind failure."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def stop_all_servers() -> None:
+    for proc in list(_LIVE):
+        proc.stop()
+
+
+_SESSION_FINISHED = False
+
+
+def session_finished() -> None:
+    """Called by the plugin when this process's pytest session has finished (its results sent)."""
+    global _SESSION_FINISHED
+    _SESSION_FINISHED = True
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    stop_all_servers()
+    if signum == signal.SIGINT and _SESSION_FINISHED and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Expected, not an interrupt: execnet (xdist's transport) sends a worker SIGINT itself
+        # when the worker is still executing 5 s after the controller asked it to exit
+        # (gateway_base WorkerGateway._terminate_execution; it os._exit()s 10 s later). The
+        # session is over and its results are with the controller: the servers are stopped,
+        # and the teardown may finish. Raising KeyboardInterrupt here printed a traceback from
+        # wherever the teardown was (a gc callback).
+        return
+    prev = _PREV_HANDLERS.get(signum)
+    if callable(prev):
+        prev(signum, frame)                      # e.g. KeyboardInterrupt for SIGINT
+    elif prev != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)    # die the way we would have died
+        os.kill(os.getpid(), signum)
+
+
+def install_cleanup() -> None:
+    """Stop every live llama-server at exit and on SIGTERM/SIGINT (idempotent)."""
+    global _atexit_installed, _LIBC
+    if not _atexit_installed:
+        atexit.register(stop_all_servers)
+        _atexit_installed = True
+    if threading.current_thread() is not threading.main_thread():
+        return                                   # signal.signal only works in the main thread
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        cur = signal.getsignal(sig)
+        if cur is not _on_signal:
+            _PREV_HANDLERS[sig] = cur
+            signal.signal(sig, _on_signal)
+    if _LIBC is None and sys.platform.startswith("linux"):
+        _LIBC = ctypes.CDLL(None, use_errno=True)   # loaded before fork, used after
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the harness is SIGKILLed (no atexit,
+    # no handler), the kernel still kills the server. Only armed from the main thread,
+    # because PR_SET_PDEATHSIG fires when the forking *thread* exits.
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)           # PR_SET_PDEATHSIG
+
+
+# Peak resident memory (MiB) of every llama-server this process stopped, read from /proc just
+# before stopping it: the run's memory report (results.json "memory") includes the servers.
+SERVER_PEAKS_MIB: list[int] = []
+
+
+class ServerProcess:
+    """One llama-server child: own process group, log file, readiness via /health."""
+
+    def __init__(self, binary: Path, args: list[str], *, env: dict[str, str],
+                 start_timeout_s: float = 120.0, host: str = "127.0.0.1"):
+        self.binary, self.args, self.host = Path(binary), list(args), host
+        self.start_timeout_s = start_timeout_s
+        # LLAMA_ARG_* variables silently override CLI defaults of llama.cpp tools.
+        self.stripped_env = sorted(k for k in env if k.startswith("LLAMA_ARG_"))
+        self.env = {k: v for k, v in env.items() if k not in self.stripped_env}
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log: Any = None                    # unlinked temp file: nothing to leak
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def alive(self, wait_s: float = 0.0) -> bool:
+        if self.proc is None:
+            return False
+        if wait_s:
+            try:                                 # a dropped connection may precede the exit a little
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+        if self._log is None:
+            return "(no log)"
+        fd = self._log.fileno()
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, max_bytes, max(0, size - max_bytes))
+        return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-n:])
+
+    def start(self) -> None:
+        install_cleanup()
+        for _attempt in range(4):
+            self.port = free_port(self.host)
+            self._spawn()
+            if self._wait_ready():
+                return
+        raise BackendError(f"llama-server could not bind a free port after 4 attempts; "
+                           f"last lines:\n{self.log_tail()}")
+
+    def _spawn(self) -> None:
+        # The server's output goes to an already-unlinked file: readable through our fd
+        # for error messages, and gone with the last fd even if we are SIGKILLed.
+        self._log = tempfile.TemporaryFile(prefix="llama-server-", suffix=".log")
+        cmd = [str(self.binary), *self.args, "--host", self.host, "--port", str(self.port)]
+        main = threading.current_thread() is threading.main_thread()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True,   # own group: killpg reaches all
+                                     preexec_fn=_die_with_parent if main else None)
+        _LIVE.add(self)
+
+    def _wait_ready(self) -> bool:
+        """True when /health says ok; False on a port clash (caller retries)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        delay = 0.05
+        with requests.Session() as s:
+            s.trust_env = False
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    tail = self.log_tail()
+                    self._forget()
+                    if "couldn't bind" in tail:
+                        return False
+                    raise BackendError(f"llama-server exited ({describe_exit(self.proc.returncode)}) "
+                                       f"before it was ready; last lines of its log:\n{tail}")
+                try:
+                    if s.get(self.url + "/health", timeout=2).status_code == 200:
+                        return True
+                except requests.RequestException:
+                    pass                         # not listening yet
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        tail = self.log_tail()
+        self.stop()
+        raise BackendError(f"llama-server not ready after {self.start_timeout_s:.0f}s "
+                           f"(503 while loading); last lines:\n{tail}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            from harness.run.isolation import rss_mib
+            if (peak := rss_mib(proc.pid)[1]):
+                SERVER_PEAKS_MIB.append(peak)
+            for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._forget()
+
+    def _forget(self) -> None:
+        _LIVE.discard(self)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+if __name__ == "__main__":   # python -m harness.server_build <llama.cpp tree> [-DKEY=VAL ...]
+    import sys
+    opts = dict(a[2:].split("=", 1) for a in sys.argv[2:] if a.startswith("-D"))
+    b = build_llama_server(Path(sys.argv[1]), cmake_options=opts)
+    print(json.dumps(b.to_dict(), indent=1))
