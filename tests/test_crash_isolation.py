@@ -209,7 +209,7 @@ def test_a_hung_backend_call_fails_its_case_with_a_clear_message(tmp_path, smoll
     the run goes on."""
     pytest.importorskip("pytest_timeout")
     p = project(tmp_path, smollm2_gguf)
-    cmd = suite_cmd(tmp_path, p, ["llama.cpp-builtin", "hangs"], "--case-timeout=20", "-n", "0",
+    cmd = suite_cmd(tmp_path, p, ["llama.cpp-builtin", "hangs"], "--case-timeout=10", "-n", "0",
                     "-k", "test_render and not test_render_agrees")
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=p["env"], capture_output=True, text=True, timeout=600)
@@ -217,7 +217,7 @@ def test_a_hung_backend_call_fails_its_case_with_a_clear_message(tmp_path, smoll
     tests = json.loads((tmp_path / "reports" / "results.json").read_text())["tests"]
     hung = [t for t in tests if backend_of(t) == "hangs"]
     assert len(hung) == 2 and all(t["outcome"] == "failed" for t in hung), hung
-    assert all("Failed: Timeout (>20.0s) from pytest-timeout." in t["message"] for t in hung)
+    assert all("Failed: Timeout (>10.0s) from pytest-timeout." in t["message"] for t in hung)
     others = [t for t in tests if backend_of(t) != "hangs"]
     assert others and {t["outcome"] for t in others} <= {"passed", "skipped", "xfailed"}
 

@@ -41,19 +41,35 @@ def server(smollm2_gguf):
     return build_llama_server(Path(tree) if tree else llama_cpp_tree()), smollm2_gguf
 
 
+@pytest.fixture(scope="session")
+def python_findings(renderers, tmp_path_factory):
+    """Every payload through every Python renderer present, several children at a time
+    (harness/families/hostile/batch.py: each child with its own bounds, as render_python gives it)."""
+    from harness.families.hostile import batch as hostile_batch
+    jobs = [(name, r, p) for p in PAYLOADS for name, r in renderers.items() if not isinstance(r, str)]
+    return hostile_batch.render_python_many(jobs, tmp_path_factory.mktemp("canaries"))
+
+
+@pytest.fixture(scope="session")
+def server_findings(server, tmp_path_factory):
+    """Every payload through llama-server, a few servers at a time (harness/families/hostile/batch.py)."""
+    from harness.families.hostile import batch as hostile_batch
+    built, model = server
+    return hostile_batch.render_server_many(built, model, PAYLOADS, tmp_path_factory.mktemp("server-canaries"))
+
+
 @pytest.mark.parametrize("renderer", hostile.RENDERERS)
 @pytest.mark.parametrize("payload", PAYLOADS, ids=[p.id for p in PAYLOADS])
 def test_hostile_payload(payload, renderer, request, tmp_path, record_property):
     with Canary(tmp_path) as canary:
         if renderer == "llama-server":
-            built, model = request.getfixturevalue("server")
-            finding = hostile.render_server(built, model, payload, canary)
+            finding = request.getfixturevalue("server_findings")[payload.id]
             bound = SERVER_BOUND_S
         else:
             r = request.getfixturevalue("renderers")[renderer]
             if isinstance(r, str):
                 pytest.skip(f"{renderer}: {r}")
-            finding = hostile.render_python(renderer, r, payload, canary)
+            finding = request.getfixturevalue("python_findings")[(renderer, payload.id)]
             bound = PYTHON_BOUND_S
         assert not canary.touch.exists()
     record_property("finding", finding.line())

@@ -123,3 +123,36 @@ def test_gguf_tokenizer_cache_is_used_only_when_faithful(tmp_path, monkeypatch):
         assert (stored[0] is not None) == faithful, case_id
     phi3 = hfmod.from_gguf_cached(models["vocab-phi-3"])
     assert phi3.encode("</s>", add_special_tokens=False, split_special_tokens=True) == [1533, 29879, 29958]
+
+
+def test_a_conversion_failure_is_recorded_and_reraised_with_the_same_message(tmp_path, monkeypatch):
+    """transformers cannot convert refact's vocab (architecture not supported): the second
+    attempt reads the record instead of parsing the GGUF again, and says exactly what the
+    first said; a record written by another stack is not used."""
+    import json
+
+    from conftest import resolve_case_model
+    from harness.backends import hf as hfmod
+    from harness.backends import hf_failures
+    from harness.backends.base import ModelFiles, Unsupported
+    from harness.models.sources import sha256_file
+    path = resolve_case_model("vocab-refact")
+    model = ModelFiles(key="vocab-refact", gguf=path, gguf_sha256=sha256_file(path))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    messages = []
+    for _ in range(2):
+        with pytest.raises(Unsupported) as info:
+            hfmod.HFBackend._load(model)
+        messages.append(info.value.reason)
+    assert messages[0] == messages[1] and "ValueError: GGUF model with architecture refact" in messages[0]
+    record_file = next(tmp_path.glob(f"hf-from-gguf/v2/*/{model.gguf_sha256}.failed.json"))
+    record = json.loads(record_file.read_text())
+    assert record["type"] == "ValueError" and record["environment"] == hf_failures.environment()
+    # a record of another stack is ignored: the conversion runs (and fails) again
+    record["environment"]["tokenizers"] = "0.0.1"
+    record["text"] = "not what transformers says"
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(Unsupported) as info:
+        hfmod.HFBackend._load(model)
+    assert info.value.reason == messages[0]
+    assert json.loads(record_file.read_text())["environment"] == hf_failures.environment()

@@ -241,3 +241,21 @@ def test_stable_message_elides_addresses_before_cutting():
     b = stable_message("<object at 0x7fe9b2a6a520>" + tail)
     assert a == b and len(a) == MESSAGE_CHARS
     assert stable_message("[gw1] linux -- Python 3.11.7 /x\nboom at 0x7f3f024d85e0") == "boom at 0x…"
+
+
+def test_harness_time_table_per_check_and_phase(run_dir):
+    """The newest saved run with per-check phase figures gives the report its Harness time table."""
+    machine = run_dir / "benchmarks" / "Linux-CPython-3.11-64bit"
+    doc = json.loads((machine / "0002_run.json").read_text())
+    doc["harness"]["overhead"].update(
+        by_check_phase_s={"hostile.test_hostile_template": {
+            "tests": 115, "backend": 90.0, "input generation": 0.0, "rendering": 0.5, "isolation": 1.5,
+            "goldens": 0.0, "comparison": 8.0}},
+        session_phases_s={"process start": 2.0, "collection": 1.0, "reporting": 3.0})
+    (machine / "0002_run.json").write_text(json.dumps(doc))
+    report.build_report(run_dir, benchmarks_dir=run_dir / "benchmarks")
+    md = (run_dir / "report.md").read_text()
+    assert "## Harness time" in md and "process start 2.0 s, collection 1.0 s, reporting 3.0 s" in md
+    assert "| `hostile.test_hostile_template` | 115 | 90.00 | 0.00 | 0.50 | 1.50 | 0.00 | 8.00 | 10.0 |" in md
+    page = (run_dir / "report.html").read_text()
+    assert '<h2 id="harness-time">Harness time</h2>' in page and "hostile.test_hostile_template" in page

@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import (DETOKENIZE, RENDER, TOKENIZE, VOCAB, BackendError, BackendOptions, ModelFiles,
                    Rendered, RenderRequest, Unsupported, VocabInfo)
+from .hf_failures import conversion_failure, read_failure, write_failure
 from .rendering import FIXED_DATE_STRING, capture
 
 
@@ -45,9 +46,10 @@ class HFBackend:
                 raise BackendError(f"transformers could not load the tokenizer of {model.key}: "
                                    f"{type(exc).__name__}: {exc}") from exc
             # checks that need the HF side skip, with transformers' own words as the reason
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            name, text = conversion_failure(exc)
+            first = text.strip().splitlines()[0][:300] if text.strip() else ""
             raise Unsupported(f"transformers {_tf_version()} cannot build a tokenizer from this GGUF: "
-                              f"{type(exc).__name__}: {first}") from exc
+                              f"{name}: {first}") from exc
 
     def info(self) -> dict[str, Any]:
         import tokenizers
@@ -143,6 +145,9 @@ def from_gguf_cached(model: ModelFiles):
     target = cache_root() / "hf-from-gguf" / "v2" / transformers.__version__ / f"{model.gguf_sha256}.pkl"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
+        failed = read_failure(target)
+        if failed is not None:          # this transformers could not convert this GGUF before
+            raise failed
         if target.exists():
             with open(target, "rb") as f:
                 tok, fingerprint = pickle.load(f)
@@ -150,7 +155,11 @@ def from_gguf_cached(model: ModelFiles):
                 return tok
             # unfaithful (or marked so when it was written): convert, as a user's process does
             return AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
-        tok = AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(model.gguf.parent), gguf_file=model.gguf.name)
+        except Exception as exc:
+            write_failure(target, exc)
+            raise
         fingerprint = special_fingerprint(tok)
         copy = pickle.loads(pickle.dumps(tok, protocol=pickle.HIGHEST_PROTOCOL))
         faithful = special_fingerprint(copy) == fingerprint

@@ -28,6 +28,7 @@ class LlamaCppBackend:
         self.options = options
         self.model = model
         self.llm = None
+        self._formatters: dict[tuple, Any] = {}     # Jinja2ChatFormatter per template (render_prompt)
         caps = {RENDER}
         if model is not None and model.gguf is not None:
             try:
@@ -81,9 +82,15 @@ class LlamaCppBackend:
             eos = self._special_text(self.llm.token_eos()) if eos is None else eos
 
         def run() -> str:
-            formatter = llama_chat_format.Jinja2ChatFormatter(
-                template=template, eos_token=eos or "", bos_token=bos or "",
-                add_generation_prompt=req.add_generation_prompt)
+            # the formatter compiles its template when made and keeps nothing between calls:
+            # one per (template, specials, generation prompt) for this backend, not one per render
+            key = (template, eos or "", bos or "", req.add_generation_prompt)
+            formatter = self._formatters.get(key)
+            if formatter is None:
+                formatter = llama_chat_format.Jinja2ChatFormatter(
+                    template=template, eos_token=eos or "", bos_token=bos or "",
+                    add_generation_prompt=req.add_generation_prompt)
+                self._formatters[key] = formatter
             return formatter(messages=list(req.messages), tools=req.tools,
                              date_string=FIXED_DATE_STRING, **req.extra).prompt
 

@@ -46,6 +46,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from . import overhead_phases
+
 # --- what a case declares ---------------------------------------------------------------------
 EVAL_BACKEND = "llama-cpp-python-eval"     # the low-level loop over the same Llama object
 BACKENDS = ("llama-cpp-python", EVAL_BACKEND, "llama-server")
@@ -619,6 +621,8 @@ class OverheadProbe:
         self.loads: dict[str, Counter] = defaultdict(Counter)
         self.tests = 0
         self.outside_by_test: dict[str, float] = {}
+        self.backend_by_test: dict[str, float] = {}
+        self.phases = overhead_phases.PhaseTimer(self.clock)
         self._undo: list[Callable[[], None]] = []
         self._t_collect = self._t_finish = self._t_summary = 0.0
 
@@ -707,17 +711,18 @@ class OverheadProbe:
         try:
             from syrupy.assertion import SnapshotAssertion
             assert_ = SnapshotAssertion._assert
-            phase = self.phase
+            phase, phases = self.phase, self.phases
 
             def snap(this, data):
                 t0 = time.perf_counter()
                 try:
-                    return assert_(this, data)
+                    return phases.timed("goldens", assert_, this, data)
                 finally:
                     phase["snapshots"] += time.perf_counter() - t0
             self._patch(SnapshotAssertion, "_assert", snap)
         except (ImportError, AttributeError):
             pass
+        overhead_phases.install(self)     # input generation, rendering, isolation (per check)
 
     def uninstall(self) -> None:
         while self._undo:
@@ -733,12 +738,15 @@ class OverheadProbe:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         t0, b0 = time.perf_counter(), self.clock.total
+        self.phases.current = item.nodeid
         yield
+        self.phases.current = overhead_phases.OUTSIDE_TESTS
         self.tests += 1
         dt, db = time.perf_counter() - t0, self.clock.total - b0
         self.phase["tests"] += dt
         self.phase["tests_backend"] += db
         self.outside_by_test[item.nodeid] = dt - db
+        self.backend_by_test[item.nodeid] = db
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_sessionfinish(self, session, exitstatus):
@@ -792,6 +800,11 @@ def measure_suite(pytest_args: list[str]) -> dict[str, Any]:
                                            key=lambda kv: -kv[1])[:10]),
         "instrumented_calls": sum(probe.clock.calls.values()),
         "process_setup_s": t0 - t_proc,
+        "by_check_phase_s": probe.phases.table(probe.outside_by_test, probe.backend_by_test),
+        "session_phases_s": {"collection": round(breakdown["collection"], 3),
+                             "reporting": round(breakdown["reporting (sessionfinish + terminal summary)"], 3),
+                             "startup, configuration, other": round(breakdown["startup, configuration, other"], 3)},
+        "forks": probe.phases.forks, "fork_overhead_s": probe.phases.fork_overhead_s,
     }
 
 
@@ -872,6 +885,7 @@ def format_overhead(fig: dict[str, Any], target: float = 0.10) -> list[str]:
     by_fn = list((fig.get("outside_by_test_function_s") or {}).items())[:5]
     if by_fn:
         lines.append("    time outside backend calls by test function: " + ", ".join(f"{k} {v:.1f}s" for k, v in by_fn))
+    lines += overhead_phases.format_table(fig)
     top = list(fig["backend_time_by_call_s"].items())[:6]
     lines.append("    backend time by call: " + ", ".join(f"{k} {v:.1f}s" for k, v in top))
     worst = max_inprocess_loads(fig["gguf_loads"])

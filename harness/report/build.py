@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 from harness.report import sections
 from harness.report.matrix import matrix_html
+from harness.report import timing as report_timing
 
 OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
                  "xfailed": "xfail", "skipped": "skip"}
@@ -483,6 +484,7 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
             out += ["", "![throughput history](throughput.svg)"]
     else:
         out.append("No saved benchmark runs (run `harness bench`).")
+    out += report_timing.markdown(history)
     out += ["", "## Details", ""]
     for model, fam, b, c in matrix.present():
         out.append(f'<a id="{anchor(model, fam, b)}"></a>')
@@ -560,6 +562,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
             out.append('<h3>History of saved runs</h3><img src="throughput.svg" alt="throughput history">')
     else:
         out.append("<p>No saved benchmark runs (run <code>harness bench</code>).</p>")
+    out += report_timing.html_section(history)
 
     out.append('<h2 id="details">Details</h2>')
     for model, fam, b, c in matrix.present():

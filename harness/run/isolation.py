@@ -168,73 +168,128 @@ def run_isolated(fn: Callable[..., Any], *args: Any, timeout_s: float = 30.0, me
                  capture_stderr: bool = False, **kwargs: Any) -> Outcome:
     """Run fn(*args, **kwargs) in a forked child. Never raises for anything the child does;
     raises only if the fork itself fails (or the caller is interrupted, after killing the child)."""
-    rfd, wfd = os.pipe()
-    efd_r, efd_w = os.pipe() if capture_stderr else (None, None)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(rfd)
-        if efd_r is not None:
-            os.close(efd_r)
-        _child_main(fn, args, kwargs, wfd, memory_mib, efd_w)
-    os.close(wfd)
-    if efd_w is not None:
-        os.close(efd_w)
-    data, err = bytearray(), bytearray()
-    open_fds = {rfd: data} | ({efd_r: err} if efd_r is not None else {})
-    timed_out = False
-    status = None
+    return run_isolated_many([(fn, args, kwargs)], concurrency=1, timeout_s=timeout_s, memory_mib=memory_mib,
+                             capture_stderr=capture_stderr)[0]
+
+
+def run_isolated_many(calls: list[tuple[Callable[..., Any], tuple, dict]], *, concurrency: int,
+                      timeout_s: float = 30.0, memory_mib: int | None = None,
+                      capture_stderr: bool = False) -> list[Outcome]:
+    """run_isolated for each (fn, args, kwargs), up to `concurrency` children at a time, all
+    forked from this thread (no threads: a fork copies only the forking thread, and a lock held by
+    another one would hang the child). Each child has its own deadline, counted from its own fork,
+    and its own limits, exactly as run_isolated gives it; the outcomes come back in call order."""
+    pending = list(enumerate(calls))
+    running: list[_Child] = []
+    outcomes: list[Outcome | None] = [None] * len(calls)
     try:
-        deadline = t0 + timeout_s
-        while open_fds:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select(list(open_fds), [], [], min(left, 0.5))
-            for fd in ready:
-                if not _read_available(fd, open_fds[fd]):
-                    del open_fds[fd]
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        while pending or running:
+            while pending and len(running) < max(1, concurrency):
+                index, (fn, args, kwargs) = pending.pop(0)
+                running.append(_Child.spawn(index, fn, args, kwargs, timeout_s, memory_mib, capture_stderr))
+            now = time.monotonic()
+            for child in [c for c in running if not c.open_fds or now >= c.deadline]:
+                running.remove(child)
+                outcomes[child.index] = child.finish(timed_out=bool(child.open_fds))
+            if not running:
+                continue
+            fds = [fd for c in running for fd in c.open_fds]
+            left = min(c.deadline for c in running) - time.monotonic()
+            ready, _, _ = select.select(fds, [], [], max(0.0, min(left, 0.5))) if fds else ([], [], [])
+            for child in running:
+                for fd in [fd for fd in ready if fd in child.open_fds]:
+                    if not _read_available(fd, child.open_fds[fd]):
+                        del child.open_fds[fd]
     finally:
-        if status is None:                     # interrupted (Ctrl-C) or an error here: no orphan
+        for child in running:                   # interrupted (Ctrl-C) or an error here: no orphan
+            child.kill()
+    return outcomes  # type: ignore[return-value]
+
+
+class _Child:
+    """One forked child of run_isolated_many: its pipes, what it sent, its deadline."""
+
+    def __init__(self, index: int, pid: int, rfd: int, efd_r: int | None, t0: float, timeout_s: float,
+                 memory_mib: int | None):
+        self.index, self.pid, self.rfd, self.efd_r, self.t0 = index, pid, rfd, efd_r, t0
+        self.timeout_s, self.memory_mib, self.deadline = timeout_s, memory_mib, t0 + timeout_s
+        self.data, self.err = bytearray(), bytearray()
+        self.open_fds = {rfd: self.data} | ({efd_r: self.err} if efd_r is not None else {})
+        self.reaped = False
+
+    @classmethod
+    def spawn(cls, index: int, fn: Callable[..., Any], args: tuple, kwargs: dict, timeout_s: float,
+              memory_mib: int | None, capture_stderr: bool) -> "_Child":
+        rfd, wfd = os.pipe()
+        efd_r, efd_w = os.pipe() if capture_stderr else (None, None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(rfd)
+            if efd_r is not None:
+                os.close(efd_r)
+            _child_main(fn, args, kwargs, wfd, memory_mib, efd_w)
+        os.close(wfd)
+        if efd_w is not None:
+            os.close(efd_w)
+        return cls(index, pid, rfd, efd_r, t0, timeout_s, memory_mib)
+
+    def _close(self) -> None:
+        os.close(self.rfd)
+        if self.efd_r is not None:
+            os.close(self.efd_r)
+
+    def kill(self) -> None:
+        if not self.reaped:
             try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-        os.close(rfd)
-        if efd_r is not None:
-            os.close(efd_r)
-    seconds = round(time.monotonic() - t0, 3)
-    stderr = err.decode("utf-8", errors="replace")[-16000:]
-    if timed_out:
-        return Outcome("timeout", detail=f"timed out after {timeout_s:g}s (killed)", stderr=stderr, seconds=seconds)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
-        detail = f"killed by {name}"
-        if memory_mib is not None and sig == signal.SIGABRT:
-            detail += f" (native code aborts when an allocation fails: its memory cap was {memory_mib} MiB)"
-        return Outcome("signal", detail=detail, stderr=stderr, seconds=seconds, signal=name)
-    code = os.WEXITSTATUS(status)
-    if len(data) >= 8:
-        (n,) = struct.unpack("<Q", data[:8])
-        if len(data) >= 8 + n:
-            kind, value = pickle.loads(bytes(data[8:8 + n]))
-            if kind == "ok":
-                return Outcome("ok", value=value, detail="ok", stderr=stderr, seconds=seconds)
-            exc_type, message, tb, attrs = value
-            if kind == "memory":
-                return Outcome("memory", exc_type=exc_type, stderr=stderr, seconds=seconds,
-                               detail=f"exceeded {memory_mib} MiB (MemoryError)" if memory_mib else "MemoryError")
-            return Outcome("raised", exc_type=exc_type, detail=f"{exc_type}: {message}", stderr=stderr,
-                           seconds=seconds, extra={"traceback": tb, "message": message, **attrs})
-    return Outcome("exit", detail=f"exited with code {code} without a result", stderr=stderr, seconds=seconds)
+            self.reaped = True
+            self._close()
+
+    def finish(self, *, timed_out: bool) -> Outcome:
+        if timed_out:
+            os.kill(self.pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except BaseException:
+            self.kill()
+            raise
+        self.reaped = True
+        self._close()
+        return self._outcome(status, timed_out)
+
+    def _outcome(self, status: int, timed_out: bool) -> Outcome:
+        seconds = round(time.monotonic() - self.t0, 3)
+        stderr = self.err.decode("utf-8", errors="replace")[-16000:]
+        timeout_s, memory_mib, data = self.timeout_s, self.memory_mib, self.data
+        if timed_out:
+            return Outcome("timeout", detail=f"timed out after {timeout_s:g}s (killed)", stderr=stderr, seconds=seconds)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+            detail = f"killed by {name}"
+            if memory_mib is not None and sig == signal.SIGABRT:
+                detail += f" (native code aborts when an allocation fails: its memory cap was {memory_mib} MiB)"
+            return Outcome("signal", detail=detail, stderr=stderr, seconds=seconds, signal=name)
+        code = os.WEXITSTATUS(status)
+        if len(data) >= 8:
+            (n,) = struct.unpack("<Q", data[:8])
+            if len(data) >= 8 + n:
+                kind, value = pickle.loads(bytes(data[8:8 + n]))
+                if kind == "ok":
+                    return Outcome("ok", value=value, detail="ok", stderr=stderr, seconds=seconds)
+                exc_type, message, tb, attrs = value
+                if kind == "memory":
+                    return Outcome("memory", exc_type=exc_type, stderr=stderr, seconds=seconds,
+                                   detail=f"exceeded {memory_mib} MiB (MemoryError)" if memory_mib else "MemoryError")
+                return Outcome("raised", exc_type=exc_type, detail=f"{exc_type}: {message}", stderr=stderr,
+                               seconds=seconds, extra={"traceback": tb, "message": message, **attrs})
+        return Outcome("exit", detail=f"exited with code {code} without a result", stderr=stderr, seconds=seconds)
 
 
 # --- GGUF: a structural check that names the cause ---------------------------------------

@@ -17,7 +17,7 @@ import dataclasses
 from harness.backends.base import (Backend, BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest, Unsupported,
                             backend_class)
 from harness.cases.model import Case, Context
-from harness.errors import SourceError
+from harness.errors import SourceError, raise_again
 from harness.run.isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
 from harness.run.server_build import ServerBuildError
 from harness.models.sources import FileSpec, resolve
@@ -54,7 +54,7 @@ class Runtime:
                 self._models[case.id] = exc
         got = self._models[case.id]
         if isinstance(got, Exception):
-            raise got
+            raise_again(got)
         return got
 
     def _resolve(self, case: Case) -> ModelFiles:
@@ -113,7 +113,7 @@ class Runtime:
                 self._backends[key] = BackendError(f"{name} could not be opened for {key[1] or 'templates'}: {exc}")
         got = self._backends[key]
         if isinstance(got, Exception):
-            raise got
+            raise_again(got)
         return got
 
     def build_failed(self, name: str, exc: ServerBuildError) -> str:

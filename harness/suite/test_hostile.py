@@ -65,6 +65,38 @@ def hostile_server(harness_runtime, harness_cases):
     return built, model.gguf
 
 
+@pytest.fixture(scope="session")
+def hostile_prefetched(request, hostile_renderers, tmp_path_factory):
+    """The findings of every Python-renderer item this session runs, rendered several at a time
+    (harness/families/hostile/batch.py) when the first of them runs; each test takes its own."""
+    from harness.families.hostile import batch as hostile_batch
+    if request.config.getoption("--case") and not any(
+            fnmatch.fnmatchcase(CASE.id, g) for g in request.config.getoption("--case")):
+        return {}
+    jobs = []
+    for item in request.session.items:
+        it = getattr(getattr(item, "callspec", None), "params", {}).get("hostile_item")
+        renderer = hostile_renderers.get(it.backend) if it is not None else None
+        if renderer is not None and not isinstance(renderer, str):
+            jobs.append((it.backend, renderer, hostile.payload(dict(it.extra)["payload"])))
+    return hostile_batch.render_python_many(jobs, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def hostile_server_prefetched(request, hostile_server, tmp_path_factory):
+    """The same for the llama-server items: a few servers at a time (harness/families/hostile/batch.py)."""
+    from harness.families.hostile import batch as hostile_batch
+    if isinstance(hostile_server, str):
+        return {}
+    payloads = []
+    for item in request.session.items:
+        it = getattr(getattr(item, "callspec", None), "params", {}).get("hostile_item")
+        if it is not None and it.backend == "llama-server":
+            payloads.append(hostile.payload(dict(it.extra)["payload"]))
+    return hostile_batch.render_server_many(hostile_server[0], hostile_server[1], payloads,
+                                            tmp_path_factory.getbasetemp())
+
+
 def test_hostile_template(hostile_item, hostile_renderers, request, record_property, tmp_path_factory):
     it = hostile_item
     selected = request.config.getoption("--case")
@@ -76,14 +108,18 @@ def test_hostile_template(hostile_item, hostile_renderers, request, record_prope
         server = request.getfixturevalue("hostile_server")
         if isinstance(server, str):
             pytest.skip(f"llama-server: {server}")
-        with hostile.Canary(parent) as canary:
-            finding = hostile.render_server(server[0], server[1], payload, canary)
+        finding = request.getfixturevalue("hostile_server_prefetched").pop(payload.id, None)
+        if finding is None:           # not prefetched (a rerun of this item): rendered on its own
+            with hostile.Canary(parent) as canary:
+                finding = hostile.render_server(server[0], server[1], payload, canary)
     else:
         renderer = hostile_renderers.get(it.backend)
         if isinstance(renderer, str) or renderer is None:
             pytest.skip(f"{it.backend}: {renderer}")
-        with hostile.Canary(parent) as canary:
-            finding = hostile.render_python(it.backend, renderer, payload, canary)
+        finding = request.getfixturevalue("hostile_prefetched").pop((it.backend, payload.id), None)
+        if finding is None:           # not prefetched (a rerun of this item): rendered on its own
+            with hostile.Canary(parent) as canary:
+                finding = hostile.render_python(it.backend, renderer, payload, canary)
     record_property("backend_info", {"renderer": it.backend, "payload": payload.id, "kind": payload.kind,
                                      "outcome": finding.outcome, "detail": finding.detail})
     if finding.outcome == "escaped":

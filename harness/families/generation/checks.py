@@ -55,6 +55,7 @@ from harness.backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, RENDER,
 from harness.cases.model import Case, CaseSet
 from harness.checks import Mismatch, mismatch
 from harness.families.items import GENERATORS, Item
+from harness.errors import raise_again
 
 FAMILY = "generation"
 # End-of-turn texts that must never appear in returned text (plus each model's EOG token texts).
@@ -395,7 +396,7 @@ def engine() -> GrammarEngine:
             _ENGINE.append(exc)
     got = _ENGINE[0]
     if isinstance(got, Exception):
-        raise got
+        raise_again(got)
     return got
 
 
@@ -463,7 +464,7 @@ def memo(backend: Backend, key: tuple, fn: Callable[[], Any]) -> Any:
             store[key] = exc
     got = store[key]
     if isinstance(got, Unsupported):
-        raise got
+        raise_again(got)
     return got
 
 

@@ -17,6 +17,7 @@ variables, and names a path no one has created. A payload that touches that path
 output (or error message) contains either secret, escaped. Mutation is checked by comparing
 the caller's messages before and after.
 
+(The suite and tests/test_hostile.py run these renders a few at a time: harness/families/hostile/batch.py.)
 Python renderers run in a forked child (harness/run/isolation.py) with a wall-clock timeout and an
 address-space cap; llama-server runs under `ulimit -v` with an HTTP timeout and is stopped
 after each payload. So every render ends within a bound whatever the renderer does, and the
@@ -279,9 +280,18 @@ def _render_in_child(renderer: Any, template: str, env_secret: str) -> dict[str,
 def render_python(name: str, renderer: Any, p: Payload, canary: Canary, *,
                   timeout_s: float = PY_TIMEOUT_S, memory_mib: int = PY_MEMORY_MIB) -> Finding:
     from harness.run.isolation import run_isolated
-    template = canary.fill(p.template)
-    o = run_isolated(_render_in_child, renderer, template, canary.env_secret, timeout_s=timeout_s,
-                     memory_mib=memory_mib, capture_stderr=True)
+    fn, args = python_call(renderer, p, canary)
+    o = run_isolated(fn, *args, timeout_s=timeout_s, memory_mib=memory_mib, capture_stderr=True)
+    return python_finding(name, p, canary, o)
+
+
+def python_call(renderer: Any, p: Payload, canary: Canary) -> tuple[Callable, tuple]:
+    """What a forked child runs to render payload `p` with `renderer` (harness.run.isolation)."""
+    return _render_in_child, (renderer, canary.fill(p.template), canary.env_secret)
+
+
+def python_finding(name: str, p: Payload, canary: Canary, o: Any) -> Finding:
+    """The finding of a child's render (an isolation.Outcome), the canary examined."""
     if o.ok:
         r = o.value
         evidence = canary.evidence(r["text"], r["error"])
@@ -440,5 +450,5 @@ def table(findings: list[Finding]) -> str:
 
 
 __all__ = ["PAYLOADS", "PAYLOAD_IDS", "Payload", "Canary", "Finding", "RENDERERS", "PYTHON_RENDERERS",
-           "make_renderer", "renderer_present", "render_python", "render_server", "run_all", "table",
-           "classify_error", "payload"]
+           "make_renderer", "renderer_present", "render_python", "python_call", "python_finding", "render_server",
+           "run_all", "table", "classify_error", "payload"]
