@@ -651,9 +651,9 @@ class OverheadProbe:
                                   else (lambda c=cls, a=attr: delattr(c, a)))
 
     def install(self) -> None:
-        from harness.backends.base import _REGISTRY, backend_class
+        from harness.backends.base import backend_class, backend_names
         clock, loads = self.clock, self.loads
-        for name in _REGISTRY:
+        for name in backend_names():
             try:
                 self._wrap_class(name, backend_class(name))
             except ImportError:                  # a backend whose library is not installed

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.report import sections
+from harness.families import FAMILY_ORDER
 from harness.report.matrix import matrix_html
 
 OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
@@ -108,7 +109,6 @@ class Matrix:
                         yield model, fam, b, c
 
 
-FAMILY_ORDER = ("case_files", "templates", "tokenizer", "generation", "toolcalls", "throughput")
 BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
                  NO_BACKEND)
 

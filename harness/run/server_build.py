@@ -339,6 +339,13 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
 # --- running it ------------------------------------------------------------------
 # Every live child is tracked here so atexit and SIGTERM/SIGINT can stop them all.
 _LIVE: set["ServerProcess"] = set()
+
+
+def forget_children() -> None:
+    """In a forked child: the parent's llama-server processes are not this process's to stop."""
+    _LIVE.clear()
+
+
 _PREV_HANDLERS: dict[int, Any] = {}
 _atexit_installed = False
 _LIBC = None
@@ -521,7 +528,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            from harness.run.isolation import rss_mib
+            from harness.run.memory import rss_mib
             if (peak := rss_mib(proc.pid)[1]):
                 SERVER_PEAKS_MIB.append(peak)
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
