@@ -212,6 +212,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     table = getattr(metafunc.module, "PARAMETERS", None)
     if not table:
         return
+    name = metafunc.module.__name__
+    if name.startswith("harness.suite."):
+        from harness.families import family_of_suite
+        if family_of_suite(name) is None:   # a family is one registry entry: no unregistered suite modules
+            raise pytest.UsageError(f"{name} is not the suite module of a registered family (harness/families)")
     config = metafunc.config
     cases = caseset(config)
     config.stash[RESULTS_KEY]["used"] = True

@@ -160,3 +160,18 @@ def test_modules_under_the_size_limit():
     big = [f"{p.relative_to(ROOT)}: {n}" for p in HARNESS.rglob("*.py")
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450]
     assert not big, big
+
+
+def test_registry_lookups():
+    from harness.families import family, family_of_suite, suite_families
+    assert family_of_suite("harness.suite.test_templates").name == "templates"
+    assert family_of_suite("harness.suite.test_nothing") is None
+    assert [f.name for f in suite_families()][:2] == ["case_files", "templates"]
+    with pytest.raises(KeyError, match="known: case_files, templates"):
+        family("tempaltes")
+
+
+def test_run_rejects_an_unknown_family(capsys):
+    from harness.cli import main
+    assert main(["run", "--family", "tempaltes"]) == 2
+    assert "unknown check family tempaltes" in capsys.readouterr().err

@@ -86,6 +86,11 @@ def family(name: str) -> Family:
         raise KeyError(f"unknown check family {name!r}; known: {', '.join(FAMILY_ORDER)}") from None
 
 
+def family_of_suite(module: str) -> Family | None:
+    """The family whose suite module is `module` (a dotted name), if any."""
+    return next((f for f in FAMILIES if f.suite == module), None)
+
+
 def suite_families() -> tuple[Family, ...]:
     """The families `harness run` runs (those with a suite module), in report order."""
     return tuple(f for f in FAMILIES if f.suite is not None)
