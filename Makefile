@@ -15,9 +15,11 @@ LOCK    = constraints.txt
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) harness/cpu_target.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	# llama-cpp-python compiled for the pinned CPU target (harness/cpu_target.py), not -march=native
+	$(BIN)/python -m harness.cpu_target install $(LOCK)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[all]'
 	touch $(STAMP)
 

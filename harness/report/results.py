@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import lock
+from harness import cpu_target, lock
 
 PACKAGES = ("llama-cpp-python", "transformers", "tokenizers", "torch", "jinja2", "syrupy", "pytest",
             "pytest-benchmark", "huggingface-hub")
@@ -42,7 +42,20 @@ def provenance(config) -> dict[str, Any]:
         "args": list(config.invocation_params.args),
         "xdist_workers": getattr(config.option, "numprocesses", None),
         "lock": lock.provenance(config.rootpath),
+        "cpu_target": _cpu_target(),
     }
+
+
+def _cpu_target() -> dict[str, Any]:
+    """The pinned CPU target (harness.cpu_target) and what the loaded llama-cpp-python was built
+    with: a wheel built for another target (a stale native build) shows up here."""
+    out: dict[str, Any] = {"cmake_args": cpu_target.cmake_args()}
+    try:
+        import llama_cpp
+        out["llama_cpp_python_system_info"] = llama_cpp.llama_print_system_info().decode().strip()
+    except Exception as e:   # not installed, or a build that cannot load: said, not hidden
+        out["llama_cpp_python_system_info"] = f"unavailable: {type(e).__name__}: {e}"
+    return out
 
 
 def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Path:

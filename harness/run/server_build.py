@@ -35,6 +35,7 @@ import requests
 from filelock import FileLock, Timeout
 
 from harness.backends.base import BackendError
+from harness.cpu_target import ggml_options
 
 # Options every build gets; user options override entries in this table.
 DEFAULT_CMAKE_OPTIONS: dict[str, str] = {
@@ -46,6 +47,8 @@ DEFAULT_CMAKE_OPTIONS: dict[str, str] = {
     "LLAMA_BUILD_APP": "OFF",           # the unified `llama` binary is not needed
     "LLAMA_CURL": "OFF",                # no model downloads from the server
     "LLAMA_USE_PREBUILT_UI": "OFF",     # else configure fetches the web UI from Hugging Face
+    # the reference stack's CPU target, the same as llama-cpp-python's wheel (harness.cpu_target)
+    **ggml_options(),
 }
 
 # What goes into the binary. Docs, models, tests and conversion scripts do not.
