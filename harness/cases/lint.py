@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import fnmatch
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cases.globs import glob_match_any
 from harness.errors import CaseError, Problem, format_path
 from harness.families import COMMON_WHERE_KEYS, FAMILIES, checked_families
 
@@ -104,10 +104,6 @@ def check_description(text: str) -> str | None:
     return None
 
 
-def _glob_matches(pattern: str, values) -> bool:
-    return any(fnmatch.fnmatchcase(str(v), alt) for alt in str(pattern).split("|") for v in values)
-
-
 def _lint_defects(located, case_contexts: list[str], cases: list, checks: dict[str, set[str]],
                   keys: dict[str, frozenset[str]], backends: set[str]) -> list[Finding]:
     out = []
@@ -138,7 +134,7 @@ def _lint_defects(located, case_contexts: list[str], cases: list, checks: dict[s
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (parameters: {', '.join(sorted(allowed))})"
                 out.append(Finding(located.problem(path, f"'{key}' is not a parameter of any check item{hint}")))
-            elif key in values and values[key] and not _glob_matches(pattern, values[key]):
+            elif key in values and values[key] and not glob_match_any(pattern, values[key]):
                 shown = ", ".join(sorted(values[key]))
                 out.append(Finding(located.problem(
                     path, f"{pattern!r} matches no {key} of this case ({shown}): the defect can never apply")))

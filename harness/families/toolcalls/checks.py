@@ -43,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.cases.globs import where_matches
 from harness.cases.model import Case, CaseSet, Context
 from harness.checks import Mismatch, first_difference, short_diff
 from harness.families.items import Item, contexts_for
@@ -97,12 +98,6 @@ def stable(extraction: dict[str, Any]) -> dict[str, Any]:
     if extraction.get("error"):
         extraction = {**extraction, "error": _ADDRESS.sub(" at 0x…", extraction["error"])}
     return extraction
-
-
-def where_matches(where: dict[str, str], params: dict[str, str]) -> bool:
-    """known_defects-style matching: a glob per parameter, alternatives separated by '|'."""
-    return all(any(fnmatch.fnmatchcase(str(params.get(k, "")), alt) for alt in str(pattern).split("|"))
-               for k, pattern in where.items())
 
 
 # --- calls --------------------------------------------------------------------------------------
