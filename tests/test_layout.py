@@ -175,3 +175,12 @@ def test_run_rejects_an_unknown_family(capsys):
     from harness.cli import main
     assert main(["run", "--family", "tempaltes"]) == 2
     assert "unknown check family tempaltes" in capsys.readouterr().err
+
+
+def test_one_atomic_write(tmp_path):
+    from harness.atomic import write_atomic
+    target = tmp_path / "sub" / "x.json"
+    assert write_atomic(target, "one") == target
+    write_atomic(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]    # no temporary left behind

@@ -22,13 +22,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from harness.report import sections
+from harness.atomic import write_atomic
 from harness.families import FAMILY_ORDER
 from harness.report.matrix import matrix_html
 
@@ -40,18 +40,7 @@ GOLDENS_FILE = "goldens.json"
 GOLDENS_FORMAT = "llm-harness-goldens/1"
 
 
-# --- atomic writes ---------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
-
-
-_write = write_atomic
+_write = write_atomic   # harness/atomic.py
 
 
 # --- the matrix ------------------------------------------------------------------------------

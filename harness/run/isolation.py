@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.atomic import write_atomic
 from harness.errors import SourceError
 from harness.run.memory import rss_mib
 
@@ -549,10 +550,7 @@ def _llama_error_lines(log: str) -> str:
 
 def _atomic_touch(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError:
         pass  # a read-only cache only costs a probe next time
 

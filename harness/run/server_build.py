@@ -35,6 +35,7 @@ import requests
 from filelock import FileLock, Timeout
 
 from harness.backends.base import BackendError
+from harness.atomic import write_atomic
 from harness.cpu_target import ggml_options
 
 # Options every build gets; user options override entries in this table.
@@ -158,15 +159,8 @@ def tree_hash(source_tree: Path, *, memo_file: Path | None = None) -> str:
     digest = h.hexdigest()
     if memo_file is not None:
         memo[str(tree)] = {"fingerprint": fingerprint, "hash": digest}
-        _atomic_write(memo_file, json.dumps(memo, indent=1))
+        write_atomic(memo_file, json.dumps(memo, indent=1))
     return digest
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cpu_flags() -> str:
@@ -318,7 +312,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
                                 stdin=subprocess.DEVNULL).returncode
             if rc != 0:
                 tail = _tail(log_path)
-                _atomic_write(kdir / "failed.json", json.dumps(
+                write_atomic(kdir / "failed.json", json.dumps(
                     {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
                      "tail": tail, "time": time.time()}, indent=1))
                 raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
@@ -333,7 +327,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
     built = BuiltServer(binary=binary, lib_dir=lib_dir, tree_hash=th, options=options,
                         build_dir=build_dir, version=server_version(binary, lib_dir), key=key,
                         build_seconds=seconds, cached=False, source_tree=tree)
-    _atomic_write(kdir / "built.json", json.dumps(built.to_dict(), indent=1))
+    write_atomic(kdir / "built.json", json.dumps(built.to_dict(), indent=1))
     (kdir / "failed.json").unlink(missing_ok=True)
     log(f"llama-server: built in {seconds:.0f}s: {built.version.splitlines()[0] if built.version else ''}")
     return built
