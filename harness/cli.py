@@ -14,7 +14,7 @@ from pathlib import Path
 SUITE = Path(__file__).parent / "suite"
 
 
-def _pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
+def pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
     root = Path(ns.root).resolve()
     reports = Path(ns.report_dir).resolve() if ns.report_dir else root / "reports"
     shard = getattr(ns, "shard", None)
@@ -53,10 +53,17 @@ def cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
         except ValueError as exc:
             print(f"harness run: {exc}", file=sys.stderr)
             return 2
-    args = _pytest_args(ns, extra)
+    args = pytest_args(ns, extra)
     if ns.family:
-        # a family is a module of harness/suite: test_<family>.py
-        args[0:1] = [str(SUITE / f"test_{f.removeprefix('test_').removesuffix('.py')}.py") for f in ns.family]
+        # a family's suite module, from the registry (harness/families)
+        from harness.families import BY_NAME, suite_families
+        names = [f.removeprefix("test_").removesuffix(".py") for f in ns.family]
+        unknown = [n for n in names if n not in BY_NAME or BY_NAME[n].suite is None]
+        if unknown:
+            known = ", ".join(f.name for f in suite_families())
+            print(f"harness run: unknown check family {', '.join(unknown)} (known: {known})", file=sys.stderr)
+            return 2
+        args[0:1] = [str(SUITE / f"{BY_NAME[n].suite.rpartition('.')[2]}.py") for n in names]
     return int(pytest.main(args))
 
 

@@ -212,6 +212,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     table = getattr(metafunc.module, "PARAMETERS", None)
     if not table:
         return
+    name = metafunc.module.__name__
+    if name.startswith("harness.suite."):
+        from harness.families import family_of_suite
+        if family_of_suite(name) is None:   # a family is one registry entry: no unregistered suite modules
+            raise pytest.UsageError(f"{name} is not the suite module of a registered family (harness/families)")
     config = metafunc.config
     cases = caseset(config)
     config.stash[RESULTS_KEY]["used"] = True
@@ -246,10 +251,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _present(names: list[str]) -> list[str]:
     """Backends whose code is installed here. llama-server joins once its module exists."""
     import importlib.util
-    from .backends.base import _REGISTRY
+    from .backends.base import backend_targets
     out = []
     for n in names:
-        module = _REGISTRY.get(n, "").partition(":")[0]
+        module = backend_targets().get(n, "").partition(":")[0]
         if module and importlib.util.find_spec(module) is not None:
             out.append(n)
     return out
@@ -299,7 +304,7 @@ def golden(snapshot, request: pytest.FixtureRequest):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     if call.when == "call" and getattr(getattr(item, "module", None), "PARAMETERS", None):
-        from harness.run.isolation import rss_mib      # suite checks only: where memory grows, per check
+        from harness.run.memory import rss_mib      # suite checks only: where memory grows, per check
         item.user_properties.append(("rss_mib", rss_mib()[0]))
     if call.when == "setup":
         callspec = getattr(item, "callspec", None)
@@ -432,7 +437,7 @@ def _prebuild_server(config: pytest.Config) -> None:
 def _own_usage(state: dict) -> dict[str, Any]:
     """This process's share of the run: where its models came from, its peak memory and that of
     the llama-servers it started (MiB, from /proc)."""
-    from harness.run.isolation import rss_mib
+    from harness.run.memory import rss_mib
     from harness.run.server_build import SERVER_PEAKS_MIB
     return {"models": dict(state.get("models") or {}),
             "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)},

@@ -148,7 +148,7 @@ def test_wrapped_class_counts_nested_calls_once_and_is_restored():
             return 3
 
     probe = bench.OverheadProbe()
-    probe._wrap_class("fake", Fake)
+    probe.wrap_class("fake", Fake)
     try:
         f = Fake()
         assert f.outer() == 2 and f.inner() == 1 and Fake.helper() == 3

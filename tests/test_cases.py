@@ -94,3 +94,13 @@ def test_the_repository_cases_are_valid():
     cases = discover(repo_cases, select=["smollm2-*", "gemma3-*"])
     assert cases.errors == []
     assert {c.id for c in cases.cases} == {"smollm2-135m-instruct", "gemma3-270m"}
+
+
+def test_where_globs_take_alternatives():
+    from harness.cases.globs import glob_match, glob_match_any, where_matches
+    assert glob_match("llama.cpp-builtin", "hf|llama.cpp-*")
+    assert not glob_match("hf-x", "hf|llama.cpp-*")
+    assert glob_match(3, "3")                     # values compare as text
+    assert glob_match_any("single-*", ["multi-turn", "single-user"])
+    assert where_matches({"renderer": "llama*", "context": "single-*|tools"}, {"renderer": "llama.cpp", "context": "tools"})
+    assert not where_matches({"stream": "yes"}, {})   # a missing parameter is ""

@@ -71,7 +71,7 @@ def offline_env(monkeypatch):
     sources.hub_unreachable_reason.cache_clear()
 
 
-# harness/backends/llama_cpp.py's _embedding_rows() opens gguf.GGUFReader on every vocab_info()
+# harness/backends/llama_cpp.py's embedding_rows() opens gguf.GGUFReader on every vocab_info()
 # call: 5-15 s each for a 150k-260k vocab, once per prompt_tokens item (minutes per case). This
 # plugin, loaded into the suite runs below with -p, gives the same answer from
 # harness.gguf_meta, read once per file. A speed-up only.
@@ -88,8 +88,8 @@ def _rows(path):
     return int(shape[-1]) if shape else None
 
 
-if hasattr(lc, "_embedding_rows"):
-    lc._embedding_rows = _rows
+if hasattr(lc, "embedding_rows"):
+    lc.embedding_rows = _rows
 """
 
 

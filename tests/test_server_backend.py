@@ -266,7 +266,7 @@ def test_render_special_uses_a_special_sibling_server(smol, record_property):
     plain = smol.complete(CompletionRequest(**req))
     special = smol.complete(CompletionRequest(**req, render_special=True))
     assert special.tokens == plain.tokens
-    assert any("--special" in p.args for p in smol._servers.values())
+    assert any("--special" in p.args for p in smol.processes())
     record_property("eos_text_with_special", special.text[len(plain.text):])
 
 

@@ -209,6 +209,11 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def backend_targets() -> dict[str, str]:
+    """name -> "module:Class" of every registered backend (nothing imported)."""
+    return dict(_REGISTRY)
+
+
 def register(name: str, target: str) -> None:
     _REGISTRY[name] = target
 

@@ -150,7 +150,7 @@ class LlamaCppBackend:
             bos_id=opt(lib.llama_vocab_bos(vocab)), eos_id=opt(lib.llama_vocab_eos(vocab)),
             eot_id=opt(lib.llama_vocab_eot(vocab)), pad_id=opt(lib.llama_vocab_pad(vocab)),
             add_bos=bool(lib.llama_vocab_get_add_bos(vocab)), add_eos=bool(lib.llama_vocab_get_add_eos(vocab)),
-            eog_ids=eog, special_ids=control, embedding_rows=_embedding_rows(self.model.gguf),
+            eog_ids=eog, special_ids=control, embedding_rows=embedding_rows(self.model.gguf),
             extra={"metadata_keys": sorted(k for k in llm.metadata if k.startswith("tokenizer.")),
                    "user_defined_ids": user_defined})
 
@@ -210,7 +210,7 @@ class LlamaCppBackend:
 
 
 @lru_cache(maxsize=None)
-def _embedding_rows(path) -> int | None:
+def embedding_rows(path) -> int | None:
     """Rows of the token embedding matrix as stored in the GGUF (None: no weights). Read once
     per file with the harness's streaming metadata reader (gguf.GGUFReader takes 5-15 s on
     large vocabularies)."""

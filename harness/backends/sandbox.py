@@ -441,9 +441,9 @@ class HarnessSandbox(ImmutableSandboxedEnvironment):
 
 # --- the render functions ----------------------------------------------------------------
 # own prototypes (not ctypes.pythonapi's shared function object, whose argtypes others may set)
-_set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-_clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
 
 
@@ -458,7 +458,7 @@ def _with_deadline(fn: Callable[[], str], seconds: float) -> str:
         with lock:
             if not state["done"]:
                 state["fired"] = True
-                _set_async_exc(tid, _Deadline)
+                set_async_exc(tid, _Deadline)
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
@@ -470,7 +470,7 @@ def _with_deadline(fn: Callable[[], str], seconds: float) -> str:
             with lock:
                 state["done"] = True
                 if state["fired"]:
-                    _clear_async_exc(tid, None)   # a fired but undelivered deadline must not leak out
+                    clear_async_exc(tid, None)   # a fired but undelivered deadline must not leak out
             timer.cancel()
     except _Deadline:
         raise RenderLimitExceeded("time", f"render exceeded its time limit of {seconds:g}s") from None

@@ -175,6 +175,11 @@ class ServerBackend:
                 self._restart_after_crash(key, op)
             raise
 
+    def processes(self) -> list[ServerProcess]:
+        """The llama-server processes this backend started (one per chat template and special mode)."""
+        with self._lock:
+            return list(self._servers.values())
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -632,7 +632,7 @@ class OverheadProbe:
         setattr(obj, attr, new)
         self._undo.append(lambda: setattr(obj, attr, old))
 
-    def _wrap_class(self, name: str, cls: type) -> None:
+    def wrap_class(self, name: str, cls: type) -> None:
         """Time every method of a backend class, however its instances are made (the runtime,
         a check family opening its own server, ...). Nested calls count once (_Clock)."""
         import types
@@ -655,11 +655,11 @@ class OverheadProbe:
                                   else (lambda c=cls, a=attr: delattr(c, a)))
 
     def install(self) -> None:
-        from harness.backends.base import _REGISTRY, backend_class
+        from harness.backends.base import backend_class, backend_names
         clock, loads = self.clock, self.loads
-        for name in _REGISTRY:
+        for name in backend_names():
             try:
-                self._wrap_class(name, backend_class(name))
+                self.wrap_class(name, backend_class(name))
             except ImportError:                  # a backend whose library is not installed
                 continue
 
@@ -667,7 +667,7 @@ class OverheadProbe:
             import llama_cpp
             # check families also drive llama-cpp-python directly (a chat handler given
             # backend.llm): that is backend work too
-            self._wrap_class("llama_cpp.Llama", llama_cpp.Llama)
+            self.wrap_class("llama_cpp.Llama", llama_cpp.Llama)
             init = llama_cpp.Llama.__init__
 
             def llama_init(this, *args, **kwargs):

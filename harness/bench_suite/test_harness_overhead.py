@@ -33,7 +33,7 @@ def _suite_args(config, scope: str, report_dir: Path) -> list[str]:
     quick   the smallest model that declares throughput, every family and backend, minus the sweeps;
     models  every model that declares throughput, everything;
     full    the whole default suite (`harness run` as is; long)."""
-    from harness.cli import _pytest_args
+    from harness.cli import pytest_args
     from harness.plugin import caseset
     root = Path(config.rootpath)
     cases, extra = [], ["-p", "no:randomly"]
@@ -47,7 +47,7 @@ def _suite_args(config, scope: str, report_dir: Path) -> list[str]:
         cases = [c.id for c in declared]
     ns = argparse.Namespace(root=str(root), report_dir=str(report_dir), case=cases,
                             backend=config.getoption("--backend") or None, update_goldens=False, workers=None)
-    return _pytest_args(ns, extra)
+    return pytest_args(ns, extra)
 
 
 def test_suite_overhead(benchmark, request):

@@ -8,7 +8,7 @@ Errors (exit status 1):
     FIXME, XXX, the README's example sentence) or too short to recognise a fix by (fewer than
     MIN_WORDS words);
   - known_defects whose `check:` names no check of its family, whose `where:` uses a key that
-    is no item parameter (WHERE_KEYS), or whose `where:` globs match none of the case's
+    is no item parameter (the family registry, harness/families), or whose `where:` globs match none of the case's
     contexts, backends or gen values (a defect that can never apply).
 Warnings (exit status 0, or 1 with --strict):
   - shared contexts and tool sets that no case uses;
@@ -26,34 +26,20 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import fnmatch
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cases.globs import glob_match_any
 from harness.errors import CaseError, Problem, format_path
+from harness.families import COMMON_WHERE_KEYS, FAMILIES, checked_families
 
 MIN_WORDS = 6
 PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME|XXX|TKTK|lorem ipsum|fill (this )?in|describe (it|this|the defect) here)\b"
                          r"|\?\?\?|^\W*$", re.I)
 EXAMPLE_TEXTS = ("what is wrong upstream, precisely enough to recognise a fix",
                  "which stack does what wrong, precisely enough that someone can tell when it is fixed")
-
-# Item parameters a known defect's `where:` may name: harness.expand.Item.params (read at
-# run time) plus each family's own parameters (Item.extra, or a params override such as
-# generation's GenItem). A family missing from this table is not checked (lenient: its keys
-# are unknown here); keys found in harness/ by scanning for `extra=(("key", ...`,
-# `p["key"] = ...` and `kind="key"` are accepted for every family in the table.
-COMMON_WHERE_KEYS = frozenset({"case", "backend", "renderer", "context", "gen", "template"})
-WHERE_KEYS: dict[str, frozenset[str]] = {
-    "templates": frozenset(),
-    "tokenizer": frozenset({"string", "mode"}),
-    "generation": frozenset({"stream", "engine", "endpoint", "render", "grammar", "stop", "special", "masks",
-                             "oov", "chat-template"}),
-}
-
-HARNESS = Path(__file__).parent.parent
 
 
 @dataclass(frozen=True)
@@ -68,45 +54,23 @@ class Finding:
         return f"{where}: {format_path(p.path)}: {kind}{p.message}"
 
 
-# --- what the harness knows about checks and parameters -----------------------------------------
-def _sources() -> list[Path]:
-    return sorted(p for p in HARNESS.rglob("*.py") if p.name != "lint.py")
-
-
+# --- what the harness knows about checks and parameters: the family registry ------------------
 def known_checks() -> dict[str, set[str]]:
-    """family -> check names, from the suite modules (test_<family>.py) and the `"family.check"`
-    names the harness's expanders give their items."""
-    families = {p.stem.removeprefix("test_") for p in (HARNESS / "suite").glob("test_*.py")}
-    families.discard("case_files")
-    out: dict[str, set[str]] = {f: set() for f in families}
-    pattern = re.compile(r"""["']([a-z_]+)\.([a-z_]+)["']""")
-    for path in _sources():
-        text = path.read_text(encoding="utf-8")
-        names = pattern.findall(text)
-        family = re.search(r"""^FAMILY\s*=\s*["']([a-z_]+)["']""", text, re.M)
-        if family:   # f"{FAMILY}.check"
-            names += [(family.group(1), c) for c in re.findall(r"""f["']\{FAMILY\}\.([a-z_]+)["']""", text)]
-        for fam, check in names:
-            if fam in out:
-                out[fam].add(check)
-    return out
+    """family -> check names (harness/families/__init__.py FAMILIES)."""
+    return {f.name: set(f.checks) for f in checked_families()}
 
 
 def where_keys() -> dict[str, frozenset[str]]:
-    """family -> every key a `where:` may use: the common parameters, the table, and the extra
-    parameters the expanders set (scanned, so a family's new keys are accepted without an edit)."""
-    scanned: set[str] = set()
-    for path in _sources():
-        text = path.read_text(encoding="utf-8")
-        scanned.update(re.findall(r"""extra=\(\(\s*["'](\w+)["']""", text))
-        scanned.update(re.findall(r"""\bp\[["']([\w-]+)["']\]\s*=""", text))
-        scanned.update(re.findall(r"""\bkind=["']([\w-]+)["']""", text))
+    """family -> every key a `where:` may use: the common parameters (plus those Item.params
+    really produces), the expanders' extra parameters and the family's own (the registry).
+    A family whose keys the registry does not list is not checked (lenient)."""
+    common = set(COMMON_WHERE_KEYS)
     try:   # the parameters Item.params really produces
         from harness.families.items import Item
-        common = set(COMMON_WHERE_KEYS) | set(_item_param_keys(Item))
-    except Exception:  # expand cannot be imported (broken tree): the table is enough to lint
-        common = set(COMMON_WHERE_KEYS)
-    return {fam: frozenset(common | keys | scanned) for fam, keys in WHERE_KEYS.items()}
+        common |= set(_item_param_keys(Item))
+    except Exception:  # the items module cannot be imported (broken tree): the registry is enough to lint
+        pass
+    return {f.name: f.all_where_keys(frozenset(common)) for f in FAMILIES if f.where_keys is not None}
 
 
 def _item_param_keys(item_cls) -> list[str]:
@@ -140,10 +104,6 @@ def check_description(text: str) -> str | None:
     return None
 
 
-def _glob_matches(pattern: str, values) -> bool:
-    return any(fnmatch.fnmatchcase(str(v), alt) for alt in str(pattern).split("|") for v in values)
-
-
 def _lint_defects(located, case_contexts: list[str], cases: list, checks: dict[str, set[str]],
                   keys: dict[str, frozenset[str]], backends: set[str]) -> list[Finding]:
     out = []
@@ -174,7 +134,7 @@ def _lint_defects(located, case_contexts: list[str], cases: list, checks: dict[s
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (parameters: {', '.join(sorted(allowed))})"
                 out.append(Finding(located.problem(path, f"'{key}' is not a parameter of any check item{hint}")))
-            elif key in values and values[key] and not _glob_matches(pattern, values[key]):
+            elif key in values and values[key] and not glob_match_any(pattern, values[key]):
                 shown = ", ".join(sorted(values[key]))
                 out.append(Finding(located.problem(
                     path, f"{pattern!r} matches no {key} of this case ({shown}): the defect can never apply")))

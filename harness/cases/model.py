@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.cases.globs import where_matches
 from harness.errors import CaseError, Problem
 from harness.cases.schema import CASE_SCHEMA, CONTEXT_SCHEMA, TOOLSET_SCHEMA, validate
 from harness.cases.yamlio import Located, load_file
@@ -65,8 +66,7 @@ class KnownDefect:
         if self.check not in (check, family):
             return False
         # each value is a glob, or several globs separated by "|"
-        return all(any(fnmatch.fnmatchcase(str(params.get(k, "")), alt) for alt in pattern.split("|"))
-                   for k, pattern in self.where.items())
+        return where_matches(self.where, params)
 
     def reason(self) -> str:
         where = f" [{self.reported}]" if self.reported else ""

@@ -30,6 +30,12 @@ from typing import Callable
 import yaml
 
 from harness.errors import CaseError, SourceError
+from harness.families import checked_families, family
+
+# the known-defect example new-case writes: a registered check (harness/families)
+EXAMPLE_CHECK = "templates.agree"
+if EXAMPLE_CHECK not in family("templates").check_names:   # pragma: no cover (a registry edit)
+    raise ImportError(f"new-case example {EXAMPLE_CHECK!r} is not a registered check")
 
 KEBAB = re.compile(r"^[a-z0-9]+([.-][a-z0-9]+)*$")   # "qwen2.5-coder": a version dot is kept
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -417,12 +423,13 @@ def render_case(case_id: str, f: _Facts, contexts: dict, pieces=None) -> str:
     else:
         if not gen_lines:
             add("# checks: {}   # per-family options, e.g. templates: {renderers: [hf, llama-cpp-python]}")
+            add(f"# families: {', '.join(f.name for f in checked_families())} (harness/families)")
         if f.reference_note:
             add(f"# {f.reference_note}")
     add("#")
     add("# known_defects: after the first run (harness run --case " + case_id + " --update-goldens),")
     add("# declare each confirmed upstream defect as a strict expected failure, for example:")
-    add("#   - check: templates.agree")
+    add(f"#   - check: {EXAMPLE_CHECK}")
     add("#     where: {renderer: llama.cpp-builtin, context: single-user}")
     add("#     description: >-")
     add("#       Which stack does what wrong, precisely enough that someone can tell when it is fixed.")

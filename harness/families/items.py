@@ -50,7 +50,7 @@ class Item:
         return p
 
 
-def _contexts(case: Case, family: str) -> Iterable[Context]:
+def contexts_for(case: Case, family: str) -> Iterable[Context]:
     wanted = case.check_options(family).get("contexts")
     return [c for c in case.contexts if not wanted or c.id in wanted]
 
@@ -64,7 +64,7 @@ def render_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     available = list(available)
     return [Item(c, "templates.render", ctx, gen, r)
             for c in cases.cases if c.expects_template
-            for ctx in _contexts(c, "templates") for gen in ctx.add_generation_prompt
+            for ctx in contexts_for(c, "templates") for gen in ctx.add_generation_prompt
             for r in renderers_for(c, available)]
 
 
@@ -76,7 +76,7 @@ def agree_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
 def prompt_token_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     return [Item(c, "templates.prompt_tokens", ctx, gen, b)
             for c in cases.cases if c.kind == "model" and c.expects_template
-            for ctx in _contexts(c, "templates") for gen in ctx.add_generation_prompt
+            for ctx in contexts_for(c, "templates") for gen in ctx.add_generation_prompt
             for b in TOKENIZERS if b in available and b != REFERENCE_RENDERER]
 
 

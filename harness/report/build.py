@@ -22,13 +22,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from harness.report import sections
+from harness.atomic import write_atomic
+from harness.families import FAMILY_ORDER
 from harness.report.matrix import matrix_html
 from harness.report import timing as report_timing
 
@@ -40,18 +41,7 @@ GOLDENS_FILE = "goldens.json"
 GOLDENS_FORMAT = "llm-harness-goldens/1"
 
 
-# --- atomic writes ---------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
-
-
-_write = write_atomic
+_write = write_atomic   # harness/atomic.py
 
 
 # --- the matrix ------------------------------------------------------------------------------
@@ -109,7 +99,6 @@ class Matrix:
                         yield model, fam, b, c
 
 
-FAMILY_ORDER = ("case_files", "templates", "tokenizer", "generation", "toolcalls", "throughput")
 BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
                  NO_BACKEND)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from harness.bench.ratios import DEFAULT_RATIO_THRESHOLD, RatioMove, diff_ratios, throughput_rows
 from harness.report.build import CSS, GOLDENS_FILE, bench_history, load_bench_run
-from harness.report.build import write_atomic as _write
+from harness.atomic import write_atomic
 from harness.report.sections import diff_html, failure_excerpt
 
 CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
@@ -440,8 +440,8 @@ def render_html(c: Comparison, limit: int = 2000) -> str:
 
 def write_comparison(c: Comparison, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    return {"md": _write(out_dir / "compare.md", render_markdown(c)),
-            "html": _write(out_dir / "compare.html", render_html(c))}
+    return {"md": write_atomic(out_dir / "compare.md", render_markdown(c)),
+            "html": write_atomic(out_dir / "compare.html", render_html(c))}
 
 
 def run(ns) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import build as report
+from harness.atomic import write_atomic
 from harness.report.results import merge_errors
 
 STACK_HINT = "use --allow-mixed to merge them anyway (the report marks the mix)"
@@ -271,7 +272,7 @@ def merge(dirs: list[Path], out: Path, *, allow_mixed: bool = False, baseline: P
     if stale:
         doc["stale_goldens"] = {"found": stale}
         doc["exitstatus"] = max(doc["exitstatus"], 1)
-    report.write_atomic(out / "results.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(out / "results.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     goldens = merged_goldens(shards)
     if goldens is not None:
         report.write_goldens_files(out, goldens[0], goldens[1])

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import cpu_target, lock
+from harness.atomic import write_atomic
 
 PACKAGES = ("llama-cpp-python", "transformers", "tokenizers", "torch", "jinja2", "syrupy", "pytest",
             "pytest-benchmark", "huggingface-hub")
@@ -75,13 +75,7 @@ def write_results(report_dir: Path, state: dict, config, exitstatus: int) -> Pat
         "counts": dict(Counter(t["outcome"] for t in tests)),
         "tests": tests,
     }
-    path = report_dir / "results.json"
-    fd, tmp = tempfile.mkstemp(dir=report_dir, prefix=".results-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, ensure_ascii=False, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(report_dir / "results.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
 def merge_errors(merged: list[dict], errors: list[dict]) -> list[dict]:

@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.atomic import write_atomic
 from harness.errors import SourceError
+from harness.run.memory import rss_mib
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 PR_SET_PDEATHSIG = 1
@@ -99,7 +101,7 @@ def _child_setup(memory_mib: int | None, stderr_fd: int | None) -> None:
     signal.signal(signal.SIGALRM, signal.SIG_IGN)   # a copied pytest-timeout handler must not fire here
     try:                                            # never stop the parent's llama-server children
         from harness.run import server_build
-        server_build._LIVE.clear()
+        server_build.forget_children()
     except Exception:  # the module may not be importable in a minimal environment
         pass
     if _LIBC is not None:
@@ -603,10 +605,7 @@ def _llama_error_lines(log: str) -> str:
 
 def _atomic_touch(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError:
         pass  # a read-only cache only costs a probe next time
 
@@ -678,21 +677,6 @@ class MemoryCeilingExceeded(Exception):
     """The process's resident memory passed the suite's ceiling while a check was running."""
 
 
-def rss_mib(pid: int | str = "self") -> tuple[int, int]:
-    """(current, peak) resident set size in MiB, from /proc (0, 0 where unavailable)."""
-    cur = peak = 0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    cur = int(line.split()[1]) // 1024
-                elif line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return cur, peak
-
-
 class MemoryWatch:
     """Fail the running check when this process's RSS passes `ceiling_mib`.
 
@@ -720,14 +704,14 @@ class MemoryWatch:
         self._stop.set()
 
     def running(self, nodeid: str | None) -> None:
-        from harness.backends.sandbox import _clear_async_exc
+        from harness.backends.sandbox import clear_async_exc
         with self._lock:
             self.current = nodeid
             if nodeid is None and self.fired_for is not None:
-                _clear_async_exc(self.main, None)   # never deliver it outside the check it was for
+                clear_async_exc(self.main, None)   # never deliver it outside the check it was for
 
     def _run(self) -> None:
-        from harness.backends.sandbox import _set_async_exc
+        from harness.backends.sandbox import set_async_exc
         while not self._stop.wait(self.interval_s):
             cur, peak = rss_mib()
             self.peak_mib = max(self.peak_mib, peak)
@@ -739,7 +723,7 @@ class MemoryWatch:
                     MemoryCeilingExceeded.last = (f"memory ceiling exceeded: resident memory {cur} MiB > "
                                                   f"--memory-ceiling {self.ceiling_mib} MiB while running "
                                                   f"{self.current}")
-                    _set_async_exc(self.main, _CeilingHit)
+                    set_async_exc(self.main, _CeilingHit)
 
 
 class _CeilingHit(MemoryCeilingExceeded):
@@ -748,4 +732,4 @@ class _CeilingHit(MemoryCeilingExceeded):
 
 
 __all__ = ["Outcome", "run_isolated", "check_gguf", "ModelFileError", "probe_backend", "RISKY_LOADS",
-           "MemoryWatch", "MemoryCeilingExceeded", "rss_mib", "crash_safe_loadgroup_scheduler"]
+           "MemoryWatch", "MemoryCeilingExceeded", "crash_safe_loadgroup_scheduler"]

@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 from harness.backends.base import BackendError
 from harness.run import ccache
 from harness.run.build_progress import BuildProgress, run_logged
+from harness.atomic import write_atomic
 from harness.cpu_target import ggml_options
 
 # Options every build gets; user options override entries in this table.
@@ -160,15 +161,8 @@ def tree_hash(source_tree: Path, *, memo_file: Path | None = None) -> str:
     digest = h.hexdigest()
     if memo_file is not None:
         memo[str(tree)] = {"fingerprint": fingerprint, "hash": digest}
-        _atomic_write(memo_file, json.dumps(memo, indent=1))
+        write_atomic(memo_file, json.dumps(memo, indent=1))
     return digest
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cpu_flags() -> str:
@@ -327,7 +321,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
             if rc != 0:
                 progress.close()
                 tail = _tail(log_path)
-                _atomic_write(kdir / "failed.json", json.dumps(
+                write_atomic(kdir / "failed.json", json.dumps(
                     {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
                      "tail": tail, "time": time.time()}, indent=1))
                 raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
@@ -343,7 +337,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
     built = BuiltServer(binary=binary, lib_dir=lib_dir, tree_hash=th, options=options,
                         build_dir=build_dir, version=server_version(binary, lib_dir), key=key,
                         build_seconds=seconds, cached=False, source_tree=tree)
-    _atomic_write(kdir / "built.json", json.dumps(built.to_dict(), indent=1))
+    write_atomic(kdir / "built.json", json.dumps(built.to_dict(), indent=1))
     (kdir / "failed.json").unlink(missing_ok=True)
     log(f"llama-server: built in {seconds:.0f}s: {built.version.splitlines()[0] if built.version else ''}")
     return built
@@ -352,6 +346,13 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
 # --- running it ------------------------------------------------------------------
 # Every live child is tracked here so atexit and SIGTERM/SIGINT can stop them all.
 _LIVE: set["ServerProcess"] = set()
+
+
+def forget_children() -> None:
+    """In a forked child: the parent's llama-server processes are not this process's to stop."""
+    _LIVE.clear()
+
+
 _PREV_HANDLERS: dict[int, Any] = {}
 _atexit_installed = False
 _LIBC = None
@@ -534,7 +535,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            from harness.run.isolation import rss_mib
+            from harness.run.memory import rss_mib
             if (peak := rss_mib(proc.pid)[1]):
                 SERVER_PEAKS_MIB.append(peak)
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):

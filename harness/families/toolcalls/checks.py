@@ -43,9 +43,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.cases.globs import where_matches
 from harness.cases.model import Case, CaseSet, Context
 from harness.checks import Mismatch, first_difference, short_diff
-from harness.families.items import Item, _contexts
+from harness.families.items import Item, contexts_for
 
 FAMILY = "toolcalls"
 ROUND_TRIP = "toolcalls.round_trip"
@@ -97,12 +98,6 @@ def stable(extraction: dict[str, Any]) -> dict[str, Any]:
     if extraction.get("error"):
         extraction = {**extraction, "error": _ADDRESS.sub(" at 0x…", extraction["error"])}
     return extraction
-
-
-def where_matches(where: dict[str, str], params: dict[str, str]) -> bool:
-    """known_defects-style matching: a glob per parameter, alternatives separated by '|'."""
-    return all(any(fnmatch.fnmatchcase(str(params.get(k, "")), alt) for alt in str(pattern).split("|"))
-               for k, pattern in where.items())
 
 
 # --- calls --------------------------------------------------------------------------------------
@@ -304,7 +299,7 @@ def round_trip_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
         else:
             # a model's template is known only once its files are resolved: decided at run time
             fmt = format_for(c, None) or "detect"
-        for ctx in _contexts(c, FAMILY):
+        for ctx in contexts_for(c, FAMILY):
             k = tool_call_index(ctx.messages)
             if k is not None:
                 out.append(Item(c, ROUND_TRIP, ctx, None, "hf", (("format", fmt),)))
@@ -549,7 +544,7 @@ def handler_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     for c in cases.cases:
         if c.kind != "model":
             continue
-        tool_contexts = [ctx for ctx in _contexts(c, FAMILY) if ctx.tools is not None]
+        tool_contexts = [ctx for ctx in contexts_for(c, FAMILY) if ctx.tools is not None]
         for h in options(c).get("handlers", []):
             wanted = h.get("contexts")
             ctxs = [ctx for ctx in tool_contexts if not wanted or ctx.id in wanted]
