@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from harness.bench import overhead_phases as op
-from harness.bench.core import _Clock
+from harness.bench.core import Clock
 
 
 def _spin(seconds: float) -> None:
@@ -19,7 +19,7 @@ def test_check_of_names_module_and_function():
 
 
 def test_phases_are_exclusive_of_backend_calls_and_nested_phases():
-    clock = _Clock()
+    clock = Clock()
     timer = op.PhaseTimer(clock)
     timer.current = "harness/suite/test_x.py::test_y[a]"
 
@@ -43,7 +43,7 @@ def test_phases_are_exclusive_of_backend_calls_and_nested_phases():
 
 def test_a_forked_child_is_backend_time_except_the_calibrated_fork_cost():
     from harness.run.isolation import run_isolated
-    clock = _Clock()
+    clock = Clock()
     timer = op.PhaseTimer(clock)
     out = timer.timed_fork(run_isolated, _spin, 0.2, timeout_s=30)
     assert out.status == "ok"

@@ -567,7 +567,7 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
 
 
 # --- overhead: a timing plugin for a suite run ---------------------------------------------------------
-class _Clock:
+class Clock:
     """Wall time inside backend calls; nested calls count once."""
 
     def __init__(self) -> None:
@@ -616,7 +616,7 @@ class OverheadProbe:
     """A pytest plugin object: times backend calls, phases and snapshots; counts GGUF loads."""
 
     def __init__(self) -> None:
-        self.clock = _Clock()
+        self.clock = Clock()
         self.phase: dict[str, float] = defaultdict(float)
         self.loads: dict[str, Counter] = defaultdict(Counter)
         self.tests = 0
@@ -634,7 +634,7 @@ class OverheadProbe:
 
     def wrap_class(self, name: str, cls: type) -> None:
         """Time every method of a backend class, however its instances are made (the runtime,
-        a check family opening its own server, ...). Nested calls count once (_Clock)."""
+        a check family opening its own server, ...). Nested calls count once (Clock)."""
         import types
         clock = self.clock
         seen: set[str] = set()

@@ -52,7 +52,7 @@ def check_of(nodeid: str) -> str:
 
 
 class PhaseTimer:
-    """Exclusive wall time per (test, phase); `clock` is the backend clock (bench._Clock)."""
+    """Exclusive wall time per (test, phase); `clock` is the backend clock (bench.Clock)."""
 
     def __init__(self, clock: Any) -> None:
         self.clock = clock

@@ -29,6 +29,7 @@ from typing import Callable
 
 import yaml
 
+from harness.cases.yamlio import yaml_scalar as q
 from harness.errors import CaseError, SourceError
 from harness.families import checked_families, family
 
@@ -219,20 +220,6 @@ class _Facts:
     reference_note: str = ""
     tool_format: str | None = None
     mentions_tools: bool = False
-
-
-def _plain_ok(s: str) -> bool:
-    if not s or not re.match(r"^[A-Za-z0-9_./=+@-][A-Za-z0-9_./=+@ -]*$", s) or s.endswith(" "):
-        return False
-    try:
-        return yaml.safe_load(s) == s
-    except yaml.YAMLError:
-        return False
-
-
-def q(s: str) -> str:
-    """A YAML scalar for `s`: plain where that reads back as the same string, else JSON-quoted."""
-    return s if _plain_ok(s) else json.dumps(s, ensure_ascii=False)
 
 
 def _folded(key: str, text: str, indent: str = "") -> list[str]:

@@ -38,7 +38,7 @@ def generation_lines(meta, tool_format: str | None, mentions_tools: bool, pieces
     """YAML lines under `checks:` (2-space indent), or [] for a vocab-only GGUF."""
     if not meta.has_weights or pieces is None:
         return []
-    from harness.cases.newcase import q
+    from harness.cases.yamlio import yaml_scalar as q
     out: list[str] = []
     add = out.append
     end = turn_end_text(meta)

@@ -87,7 +87,7 @@ def verify_split(split: SplitMirror, sha256: str, size: int, log: Log) -> SplitM
 
 def render_split(split: SplitMirror) -> list[str]:
     """The YAML lines of one split mirror under `mirror:` (6 spaces of indent, like new-case's)."""
-    from harness.cases.newcase import q
+    from harness.cases.yamlio import yaml_scalar as q
     out = [f"      - parts:   # {split.note}"]
     out += [f"          - {{pypi: {package}, member: {q(member)}}}" for package, member in split.parts]
     return out

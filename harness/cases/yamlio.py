@@ -8,6 +8,8 @@ Python objects).
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,18 @@ def load_file(path: Path, display: str | None = None) -> Located:
     except OSError as exc:
         raise CaseError([Problem(display, 0, 0, (), f"cannot read: {exc.strerror}")]) from None
     return load_located(text, display)
+
+
+# --- writing: the scalars harness new-case emits ----------------------------------------------
+def _plain_ok(s: str) -> bool:
+    if not s or not re.match(r"^[A-Za-z0-9_./=+@-][A-Za-z0-9_./=+@ -]*$", s) or s.endswith(" "):
+        return False
+    try:
+        return yaml.safe_load(s) == s
+    except yaml.YAMLError:
+        return False
+
+
+def yaml_scalar(s: str) -> str:
+    """A YAML scalar for `s`: plain where that reads back as the same string, else JSON-quoted."""
+    return s if _plain_ok(s) else json.dumps(s, ensure_ascii=False)
