@@ -87,10 +87,11 @@ def built_server(llama_tree):
 
 @pytest.fixture
 def case_tree(tmp_path: Path) -> Path:
-    """A private copy of the shared contexts and tool sets, with no case files yet."""
+    """A private copy of the shared pieces (contexts, tool sets, grammars, stop sets, tool-call
+    generation setups), with no case files yet."""
     root = tmp_path / "cases"
-    shutil.copytree(CASES / "contexts", root / "contexts")
-    shutil.copytree(CASES / "tools", root / "tools")
+    for sub in ("contexts", "tools", "grammars", "stops", "toolcall-generation"):
+        shutil.copytree(CASES / sub, root / sub)
     return root
 
 
