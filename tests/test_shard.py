@@ -5,7 +5,9 @@ with a real collection of the suite over the repository's case files)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import sys
 from collections import Counter
 
@@ -73,10 +75,17 @@ def test_cli_refuses_bad_shard_options(capsys):
 
 # --- through pytest: a collection of the real suite -------------------------------------------------------
 def _collect(*extra: str) -> list[str]:
+    # a shard writes its results.json even when it only collects: never into the checkout's reports/
+    # (it replaced the last `make conformance` results there)
+    reports = tempfile.mkdtemp(prefix="shard-collect-")
     cmd = [sys.executable, "-m", "pytest", str(SUITE / "test_templates.py"), str(SUITE / "test_case_files.py"),
-           f"--rootdir={REPO}", "-p", "no:cacheprovider", f"--cases={CASES}", "--collect-only", "-q",
+           f"--rootdir={REPO}", "-p", "no:cacheprovider", f"--cases={CASES}", f"--report-dir={reports}",
+           "--collect-only", "-q",
            "--case=llama-cpp-templates@Qwen*", "--case=vocab-*", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
     assert proc.returncode in (0, 5), proc.stdout[-2000:] + proc.stderr[-2000:]
     return [ln for ln in proc.stdout.splitlines() if "::" in ln]
 
