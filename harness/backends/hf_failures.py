@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from importlib import metadata
 from pathlib import Path
+
+from harness.lock import installed_version
 
 # the packages whose versions decide what the conversion does (transformers is in the path)
 CONVERTERS = ("transformers", "tokenizers", "gguf", "sentencepiece", "protobuf", "numpy")
@@ -35,13 +36,7 @@ class ConversionFailed(Exception):
 
 
 def environment() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in CONVERTERS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: installed_version(name) for name in CONVERTERS}
 
 
 def conversion_failure(exc: BaseException) -> tuple[str, str]:

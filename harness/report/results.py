@@ -13,7 +13,6 @@ import platform
 import sys
 from collections import Counter
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,7 @@ PACKAGES = ("llama-cpp-python", "transformers", "tokenizers", "torch", "jinja2",
 
 
 def _versions() -> dict[str, str | None]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: lock.installed_version(name) for name in PACKAGES}
 
 
 def provenance(config) -> dict[str, Any]:
