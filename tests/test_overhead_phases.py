@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from harness.bench import overhead_phases as op
-from harness.bench.core import Clock
+from harness.bench.overhead import Clock
 
 
 def _spin(seconds: float) -> None:
