@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from .declared import BACKENDS, CONSTRAINTS, EVAL_BACKEND, NEEDS, throughput_items, throughput_options
 from .formatting import (
     format_collection, format_overhead, format_throughput, format_tokenize, throughput_verdict
