@@ -1,6 +1,8 @@
 """Throughput and harness-overhead measurement (the `harness bench` command).
 
-Three parts, used by the pytest-benchmark modules in harness/bench_suite/:
+Three parts, used by the pytest-benchmark modules in harness/bench_suite/ through this module
+(provenance.py, runners.py, overhead.py; declared.py holds what a case declares, formatting.py
+the text tables):
 
 * **Provenance**: the machine (CPU model and flags from /proc/cpuinfo), the llama.cpp build
   (llama-cpp-python version, the commit and version strings compiled into libggml/libllama,

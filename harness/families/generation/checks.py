@@ -3,7 +3,10 @@
 Case files declare, under `checks.generation`, the grammars (GBNF or JSON schema, with
 strings each must accept and reject), stops, special-token prompts and the conversations
 for the chat-template check; this module expands them into items and does the checking,
-so that harness/suite/test_generation.py stays a thin list of tests.
+so that harness/suite/test_generation.py stays a thin list of tests. The pieces: items.py (the
+items), engine.py (the GBNF engine, vocab), calls.py (shared calls and output problems),
+grammar.py, masks.py (masks, out_of_vocab); this module holds stop, special and chat_template
+and is the family's one import for the suite.
 
 Check groups (check names are `generation.<name>`, for `known_defects`):
 

@@ -28,6 +28,9 @@ Both generation checks run on llama-cpp-python, llama-server and, given --openai
 its `tools` capability; each check skips with the reason when one is not declared).
 
 Every message names the case file:line, the backend and both sides.
+
+The pieces: common.py (what every check shares), round_trip.py, handler.py, stream.py; this
+module holds grammar_call and chat_call and is the family's one import for the suite.
 """
 
 from __future__ import annotations
