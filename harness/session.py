@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.cases.model import CaseSet, discover
+from harness.report.messages import MESSAGE_CHARS   # harness compare reads the same cut
 
 
 RESULTS_KEY = pytest.StashKey[dict]()
@@ -134,9 +135,6 @@ ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
 
 
 WORKER_LINE = re.compile(r"^\[gw\d+\] \S+ -- Python .*\n", re.M)
-
-
-MESSAGE_CHARS = 4000
 
 
 def stable_message(message: str) -> str:
