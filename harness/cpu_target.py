@@ -84,6 +84,25 @@ def wheel_dir(version: str) -> Path:
     return _cache_root() / "wheels" / f"llama-cpp-python-{version}-{key}"
 
 
+def sdist(version: str) -> Path:
+    """llama-cpp-python's sdist, downloaded once into HARNESS_CACHE/pypi/llama-cpp-python-<version>/:
+    the folder harness.models.sources.pip_download keeps it in, so the llama-server build (which
+    compiles the llama.cpp tree vendored in this same sdist) does not download it a second time."""
+    dest = _cache_root() / "pypi" / f"llama-cpp-python-{version}"
+    have = sorted(p for p in dest.glob("*.tar.gz")) if dest.is_dir() else []
+    if have:
+        return have[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, f"llama-cpp-python=={version}"], check=True)
+        got = sorted(Path(tmp).glob("*.tar.gz"))
+        if len(got) != 1:
+            raise SystemExit(f"pip download llama-cpp-python=={version} gave {got!r}, expected one sdist")
+        os.replace(got[0], dest / got[0].name)      # atomic: a partial download is never seen
+    return dest / got[0].name
+
+
 def install(lock: Path) -> Path:
     """Build (once per machine and key) and install llama-cpp-python for the pinned target.
 
@@ -100,8 +119,7 @@ def install(lock: Path) -> Path:
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             env = pip_env()
             subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                            "--no-cache-dir", "--no-binary", "llama-cpp-python", "-w", tmp,
-                            f"llama-cpp-python=={version}"], check=True, env=env)
+                            "--no-cache-dir", "-w", tmp, str(sdist(version))], check=True, env=env)
             built = sorted(Path(tmp).glob("*.whl"))
             if len(built) != 1:
                 raise SystemExit(f"pip wheel produced {built!r}, expected one wheel")

@@ -76,3 +76,15 @@ def test_no_native_llama_cpp_python_install_outside_the_target():
     assert "harness.cpu_target pip install" in tox
     lock_recipe = make.split("\nlock:", 1)[1].split("\n\n", 1)[0]
     assert "harness.cpu_target pip install" in lock_recipe
+
+
+def test_the_wheel_is_built_from_the_sdist_the_server_build_reuses(monkeypatch, tmp_path: Path):
+    # an sdist already in the harness's pypi/ folder (where harness.models.sources.pip_download keeps
+    # it) is used as it is: no second download for the llama-server build of the same tree
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    folder = tmp_path / "pypi" / "llama-cpp-python-0.3.36"
+    folder.mkdir(parents=True)
+    (folder / "llama_cpp_python-0.3.36.tar.gz").write_bytes(b"")
+    assert cpu_target.sdist("0.3.36") == folder / "llama_cpp_python-0.3.36.tar.gz"
+    from harness.models import sources
+    assert sources.cache_root() / "pypi" / "llama-cpp-python==0.3.36".replace("==", "-") == folder
