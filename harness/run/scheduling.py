@@ -9,15 +9,18 @@ their order):
   (harness/families/items.py: `case,context,...`), whatever the run's rootdir: from the
   repository `harness/suite/test_templates.py::test_render[case,...]`, from another root
   (`harness --root DIR`) `test_templates.py::test_render[case,...]`. Each template of a template
-  set is a case of its own (`llama-cpp-templates@Name`). The hostile template set, which loads
-  no model weights, is two units: its Python renderers, and its llama-server renders (each its
-  own server), whose findings each worker computes for the items it runs
-  (harness/suite/test_hostile.py). Any other test is a unit of its own;
+  set is a case of its own (`llama-cpp-templates@Name`). The hostile template set stays one
+  unit: its renders run several at a time (harness/families/hostile/batch.py), first the
+  Python renderers', then the llama-server ones, and most of them burn CPU up to their
+  wall-clock bound; two workers rendering at once would leave each render less CPU within the
+  same bound (a render that ends in a MemoryError now could end at the time bound). Any other
+  test is a unit of its own;
 * the wall time of a run is that of its busiest worker: units are handed out longest first
   (`order_units`), so the few long ones (a model case's generation checks, the hostile set)
   start at once on different workers and the many short ones (vocab-only cases, templates) fill
   the gaps at the end. The expected cost of a unit is the sum of its checks' expected seconds:
-  the measured durations of a previous results.json when one is given (`harness run --durations`),
+  the measured durations of a previous results.json when one is given (`harness run --shard K/N
+  --durations FILE`),
   else a per-check estimate from the check and the backend in its id (`ITEM_COST_S`, measured).
 
 The order changes when a check runs, never what it does: ids, collection order, goldens and
@@ -32,8 +35,6 @@ from typing import Iterable
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "suite"
 SUITE_MODULES = frozenset(p.name for p in SUITE_DIR.glob("test_*.py"))
-HOSTILE_CASE = "hostile-templates"
-SERVER = "llama-server"
 
 _CHECK_ID = re.compile(r"^(?P<prefix>(?:.*/)?harness/suite/)?(?P<module>test_\w+\.py)::(?P<fn>\w+)"
                        r"\[(?P<params>.*)\]$")
@@ -77,11 +78,7 @@ def unit_of(nodeid: str) -> str:
     m = _parse(nodeid)
     if m is None:
         return nodeid
-    fields = m.group("params").split(",")
-    case = fields[0]
-    if case == HOSTILE_CASE and fields[-1] == SERVER:
-        return f"{case}@{SERVER}"
-    return case
+    return m.group("params").split(",", 1)[0]
 
 
 def item_cost(nodeid: str) -> float:
