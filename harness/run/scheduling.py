@@ -20,8 +20,8 @@ their order):
   start at once on different workers and the many short ones (vocab-only cases, templates) fill
   the gaps at the end. The expected cost of a unit is the sum of its checks' expected seconds:
   the measured durations of a previous results.json when one is given (`harness run --shard K/N
-  --durations FILE`),
-  else a per-check estimate from the check and the backend in its id (`ITEM_COST_S`, measured).
+  --durations FILE`), else a per-check estimate from the check and the backend in its id
+  (`ITEM_COST_S`, measured).
 
 The order changes when a check runs, never what it does: ids, collection order, goldens and
 results are the same, and a unit's checks still run in collection order on one worker.
