@@ -464,18 +464,29 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
             state["shard"] = usage["shard"]           # every worker plans the same shards
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """The results and the report are written before the other plugins' session end: xdist's
+    waits for every worker process to exit, which need not delay them. An empty shard's exit
+    status is set after them (syrupy's ORs the session's own status back in)."""
     config = session.config
     state = config.stash[RESULTS_KEY]
-    if hasattr(config, "workerinput"):
+    worker = hasattr(config, "workerinput")
+    if worker:
         config.workeroutput["harness"] = _own_usage(state)     # to the controller (above)
+    elif state["tests"]:
+        _write_results(session, state, exitstatus)
+    result = yield
+    if worker:
         from harness.run.server_build import session_finished
         session_finished()
-        return
-    if not state["tests"]:
-        if config.getoption("--shard"):
-            _empty_shard(session, state)
-        return
+    elif not state["tests"] and config.getoption("--shard"):
+        _empty_shard(session, state)
+    return result
+
+
+def _write_results(session: pytest.Session, state: dict, exitstatus: int) -> None:
+    config = session.config
     _check_stale_goldens(session, state)
     own = _own_usage(state)
     state.setdefault("models", {}).update(own["models"])
