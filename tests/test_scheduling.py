@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from harness.run.isolation import crash_safe_loadgroup_scheduler
+from harness.run.scheduler import crash_safe_loadgroup_scheduler
 from harness.run.scheduling import item_cost, order_units, unit_of
 
 from test_scheduler import Node

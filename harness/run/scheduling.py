@@ -1,7 +1,7 @@
 """Which checks run together on one xdist worker, and in which order the groups are handed out.
 
 `harness run -n N --dist loadgroup` hands out work units, not single checks (the scheduler is
-harness/run/isolation.py crash_safe_loadgroup_scheduler; this module decides its units and
+harness/run/scheduler.py crash_safe_loadgroup_scheduler; this module decides its units and
 their order):
 
 * a unit is a case: every check of a case runs on one worker, in collection order, so the
@@ -101,7 +101,7 @@ def order_units(units: dict[str, Iterable[str]], durations: dict[str, float] | N
 
 
 class OrderedUnits:
-    """Mixin for xdist's LoadScopeScheduling family (harness/run/isolation.py): units by
+    """Mixin for xdist's LoadScopeScheduling family (harness/run/scheduler.py): units by
     `unit_of`, handed out costliest first. It also finds a check's index in a worker's
     collection through a dict (xdist's `list.index` per check made handing out the ~11,000
     checks of the default suite quadratic on the controller)."""
