@@ -3,12 +3,9 @@ stay together whatever the rootdir, the costliest units go first,
 and every check is still sent exactly once, each unit's checks in collection order."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-from harness.run.scheduler import crash_safe_loadgroup_scheduler
 from harness.run.scheduling import item_cost, order_units, unit_of
 
-from test_scheduler import Node
+from test_scheduler import scheduled
 
 
 def test_a_case_is_one_unit_from_the_repository_and_from_another_root():
@@ -46,24 +43,13 @@ def test_costliest_units_first_stable_for_ties_and_measured_durations_win():
     assert order_units(units, measured) == ["tmpl-b", "model", "tmpl-a"]
 
 
-def _scheduler():
-    config = SimpleNamespace(getvalue=lambda name: ["2*popen"] if name == "tx" else None,
-                             option=SimpleNamespace(loadscopereorder=True), getoption=lambda *a, **k: None)
-    return crash_safe_loadgroup_scheduler(config, None)
-
-
 def test_the_scheduler_hands_out_long_units_first_and_sends_every_check_once_in_order():
     ids = ([f"test_templates.py::test_render[tmpl{t},ctx{i},gen,hf]" for t in range(5) for i in range(4)]
            + [f"test_generation.py::test_grammar[model,g{i},llama-cpp-python]" for i in range(3)]
            + [f"test_hostile.py::test_hostile_template[hostile-templates,p{i},{r}]"
               for i in range(3) for r in ("hf", "llama-server")]
            + ["test_case_files.py::test_case_file[model.yaml]"])
-    s = _scheduler()
-    a, b = Node("gw0"), Node("gw1")
-    for n in (a, b):
-        s.add_node(n)
-        s.add_node_collection(n, ids)
-    s.schedule()
+    s, a, b = scheduled(ids)
     first = {n.gateway.id: unit_of(ids[n.sent[0]]) for n in (a, b)}
     assert first == {"gw0": "model", "gw1": "hostile-templates"}
     while not s.tests_finished:
