@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 SUITE = Path(__file__).parent / "suite"
-# plugins a suite or bench run does not use: pytest's cache, and hypothesis's plugin (the suite
+# plugins a suite or bench run does not use: pytest's cache, hypothesis's plugin (the suite
 # draws no hypothesis examples; its terminal summary imported hypothesis in every xdist worker
-# and in the controller, 2 to 5 s each at the end of a run)
-PLUGINS_OFF = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+# and in the controller, 2 to 5 s each at the end of a run) and anyio's (no async tests; it
+# imports and probes its event-loop backends in every process, about 0.5 s each at the start)
+PLUGINS_OFF = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"]
 
 
 def pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
