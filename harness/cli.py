@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 
 SUITE = Path(__file__).parent / "suite"
+# plugins a suite or bench run does not use: pytest's cache, hypothesis's plugin (the suite
+# draws no hypothesis examples; its terminal summary imported hypothesis in every xdist worker
+# and in the controller, 2 to 5 s each at the end of a run) and anyio's (no async tests; it
+# imports and probes its event-loop backends in every process, about 0.5 s each at the start)
+PLUGINS_OFF = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"]
 
 
 def pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -20,7 +25,7 @@ def pytest_args(ns: argparse.Namespace, extra: list[str]) -> list[str]:
     shard = getattr(ns, "shard", None)
     if shard and not ns.report_dir:       # each shard its own folder, for `harness merge`
         reports = reports / f"shard-{shard.index}-of-{shard.total}"
-    args = [str(SUITE), f"--rootdir={root}", "-p", "no:cacheprovider",
+    args = [str(SUITE), f"--rootdir={root}", *PLUGINS_OFF,
             f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}", f"--report-dir={reports}",
             f"--junitxml={reports / 'junit.xml'}", "-o", "junit_family=xunit2", "-q", "-rfEX"]
     for c in ns.case or []:
@@ -123,7 +128,7 @@ def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
     import pytest
     root = Path(ns.root).resolve()
     reports = root / "reports"
-    args = [str(Path(__file__).parent / "bench_suite"), f"--rootdir={root}", "-p", "no:cacheprovider",
+    args = [str(Path(__file__).parent / "bench_suite"), f"--rootdir={root}", *PLUGINS_OFF,
             f"--cases={root / 'cases'}", f"--golden-dir={root / 'golden'}",
             f"--report-dir={reports / 'bench'}", f"--benchmark-storage=file://{reports / 'benchmarks'}",
             "--benchmark-columns=min,mean,max,stddev,rounds", "--benchmark-sort=name", "-q", "-rfE",

@@ -168,7 +168,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for item in expand(cases, present_backends(available)):
             # with `-n N --dist loadgroup`, all items of a case run on one worker: each model
             # is loaded once, and a native crash takes down only that worker's current test.
-            # (The scheduler groups by the case in the id, isolation.group_of: under pytest 9
+            # (The scheduler groups by the case in the id, scheduler.group_of: under pytest 9
             # xdist cannot read this mark's group back; it stays for xdist versions that can.)
             marks = [pytest.mark.xdist_group(item.case.id)]
             defect = item.case.defect_for(item.check, item.params)
@@ -282,18 +282,29 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
             state["shard"] = usage["shard"]           # every worker plans the same shards
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """The results and the report are written before the other plugins' session end: xdist's
+    waits for every worker process to exit, which need not delay them. An empty shard's exit
+    status is set after them (syrupy's ORs the session's own status back in)."""
     config = session.config
     state = config.stash[RESULTS_KEY]
-    if hasattr(config, "workerinput"):
+    worker = hasattr(config, "workerinput")
+    if worker:
         config.workeroutput["harness"] = own_usage(state)     # to the controller (above)
+    elif state["tests"]:
+        _write_results(session, state, exitstatus)
+    result = yield
+    if worker:
         from harness.run.server_process import session_finished
         session_finished()
-        return
-    if not state["tests"]:
-        if config.getoption("--shard"):
-            empty_shard(session, state)
-        return
+    elif not state["tests"] and config.getoption("--shard"):
+        empty_shard(session, state)
+    return result
+
+
+def _write_results(session: pytest.Session, state: dict, exitstatus: int) -> None:
+    config = session.config
     check_stale_goldens(session, state)
     own = own_usage(state)
     state.setdefault("models", {}).update(own["models"])

@@ -83,3 +83,12 @@ def test_run_options_are_understood_by_pytest(pytester):
                        "--model-dir", str(models), "--llama-cpp-tree", str(tree), "--threads", "1",
                        "--", "--collect-only", "-q", "-p", "no:randomly"])
     assert status in (0, 5), status          # 5: nothing collected for a case id that matches nothing
+
+
+def test_a_namespace_without_the_run_options_gives_none():
+    """The overhead bench builds its own namespace for `harness run` (harness/bench_suite/
+    test_harness_overhead.py): options it does not set are simply not passed (a repeatable one
+    missing raised TypeError, and `harness bench --overhead` failed before running anything)."""
+    import argparse
+    from harness.run.options import run_option_args
+    assert run_option_args(argparse.Namespace()) == []

@@ -35,13 +35,19 @@ def scheduler():
     return crash_safe_loadgroup_scheduler(config, None)
 
 
-def test_crash_while_a_replacement_collects_does_not_raise_and_every_check_runs_once():
+def scheduled(ids):
+    """A scheduler with two workers that collected `ids`, after its first hand-out."""
     s = scheduler()
     a, b = Node("gw0"), Node("gw1")
     for n in (a, b):
         s.add_node(n)
-        s.add_node_collection(n, IDS)
+        s.add_node_collection(n, ids)
     s.schedule()
+    return s, a, b
+
+
+def test_crash_while_a_replacement_collects_does_not_raise_and_every_check_runs_once():
+    s, a, b = scheduled(IDS)
     # gw0 crashes on the first check it was sent: a replacement starts collecting
     crashed = s.remove_node(a)
     assert crashed == IDS[a.sent[0]]

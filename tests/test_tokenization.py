@@ -52,3 +52,23 @@ def test_failing_ids_batched_equals_one_by_one():
     assert len(calls) < 200                                   # not one call per id
     assert tk.failing_ids(range(10000), piece, pieces, limit=2) == one_by_one[:2]
     assert tk.failing_ids(range(50), _flaky_piece(set()), pieces) == []
+
+
+def test_token_pieces_are_each_ids_own_piece(smollm2_gguf):
+    """The batched piece calls of the every-id check (llama-cpp-python, transformers) give what
+    one call per id gives, on SmolLM2's real vocab (ids from each end and the middle)."""
+    from harness.backends.base import BackendOptions, ModelFiles
+    from harness.backends.hf import HFBackend
+    from harness.backends.llama_cpp import LlamaCppBackend
+    model = ModelFiles(key="smol", gguf=smollm2_gguf, vocab_only=True)
+    ids = list(range(300)) + list(range(20000, 20300)) + list(range(49152 - 300, 49152))
+    llama = LlamaCppBackend(model, BackendOptions())
+    try:
+        for special in (True, False):
+            assert llama.token_pieces(ids, render_special=special) == [
+                llama.token_piece(i, render_special=special) for i in ids]
+    finally:
+        llama.close()
+    hf = HFBackend(model, BackendOptions())
+    for special in (True, False):
+        assert hf.token_pieces(ids, render_special=special) == [hf.detokenize([i], render_special=special) for i in ids]

@@ -95,6 +95,16 @@ class HFBackend:
     def detokenize(self, ids: list[int], *, render_special: bool) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=not render_special)
 
+    def token_pieces(self, ids: list[int], *, render_special: bool) -> list[str]:
+        """Each id decoded on its own, many in one call: the decode of the Rust tokenizer that
+        transformers' decode() calls, without its Python wrapper per id (which adds only the
+        clean-up of spaces some tokenizers ask for). For the every-id check, which looks for
+        errors: a batch that raises is split down to detokenize([id]) calls."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:              # a slow (Python) tokenizer: one decode per id
+            return [self.detokenize([int(i)], render_special=render_special) for i in ids]
+        return backend.decode_batch([[int(i)] for i in ids], skip_special_tokens=not render_special)
+
     def detokenize_stream(self, ids: list[int], *, render_special: bool) -> list[str]:
         """Token by token with previous-token context, as llama-cpp-python's
         LlamaHFTokenizer.detokenize(prev_tokens=...) does."""

@@ -129,6 +129,24 @@ class LlamaCppBackend:
                 return buf.raw[:n]
             size = -n
 
+    def token_pieces(self, ids: list[int], *, render_special: bool) -> list[bytes]:
+        """token_piece of many ids: one range check, then the same C call per id (the piece
+        check over a whole vocab spent most of its time in the Python around each call)."""
+        ids = [int(i) for i in ids]
+        self._check_ids(ids)
+        to_piece, vocab = self._llama_cpp.llama_token_to_piece, self.llm._model.vocab
+        size = 64
+        buf = ctypes.create_string_buffer(size)
+        out = []
+        for token_id in ids:
+            n = to_piece(vocab, token_id, buf, size, 0, render_special)
+            while n < 0:
+                size = -n
+                buf = ctypes.create_string_buffer(size)
+                n = to_piece(vocab, token_id, buf, size, 0, render_special)
+            out.append(buf.raw[:n])
+        return out
+
     def vocab_info(self) -> VocabInfo:
         # computed once per backend: the EOG/control scans walk the whole vocab
         if getattr(self, "_vocab_info", None) is None:

@@ -69,6 +69,7 @@ def run_option_args(ns: argparse.Namespace) -> list[str]:
     args: list[str] = []
     for o in RUN_OPTIONS:
         value = getattr(ns, o.dest, None)
-        for v in (value if o.repeatable else [value] if value is not None else []):
+        # (a namespace not built by add_run_options, such as the overhead bench's, lacks them)
+        for v in ((value or []) if o.repeatable else [value] if value is not None else []):
             args.append(f"{o.flag}={_value(o, v)}")
     return args

@@ -1,28 +1,20 @@
-"""xdist: a crashed check must not run again. The --dist loadgroup scheduler groups by case and marks
-the check a worker crashed on as done before the rest of its group is re-queued."""
+"""xdist: a crashed check must not run again. The --dist loadgroup scheduler groups by case, hands the
+cases out costliest first (harness/run/scheduling.py), and marks the check a worker crashed on as done
+before the rest of its group is re-queued."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 
-# --- xdist: a crashed check must not run again ------------------------------------------------
-_CASE_PARAM = re.compile(r"^harness/suite/test_\w+\.py::\w+\[([^\],]+)[\],]")
-
-
 def group_of(nodeid: str) -> str:
-    """The work unit of a check under --dist loadgroup: its case, the first field of every
-    suite item id (harness/families/items.py: `case,context,...`), so that a case's models load on one
-    worker only. xdist's own grouping (the xdist_group mark, which the plugin still sets) appends
+    """The work unit of a check under --dist loadgroup: its case (harness/run/scheduling.py
+    unit_of). xdist's own grouping (the xdist_group mark, which the plugin still sets) appends
     `@group` to item._nodeid, which pytest 9 no longer reads (a node's id lives in `_id`): with
     pytest 9.2 and xdist 3.8, loadgroup silently sends every test on its own
-    (https://github.com/pytest-dev/pytest-xdist/issues/1386; fix proposed in PR #1388). Any
-    other test is its own unit, as in xdist."""
-    if nodeid.rfind("@") > nodeid.rfind("]"):        # xdist's suffix, where it works
-        return nodeid.rsplit("@", 1)[-1]
-    m = _CASE_PARAM.match(nodeid)
-    return m.group(1) if m else nodeid
+    (https://github.com/pytest-dev/pytest-xdist/issues/1386; fix proposed in PR #1388)."""
+    from harness.run.scheduling import unit_of
+    return unit_of(nodeid)
 
 
 def crash_safe_loadgroup_scheduler(config: Any, log: Any) -> Any:
@@ -42,10 +34,9 @@ def crash_safe_loadgroup_scheduler(config: Any, log: Any) -> Any:
     collection gets work once its collection arrives (schedule() runs again then)."""
     from xdist.scheduler import LoadGroupScheduling
 
-    class CrashSafeLoadGroupScheduling(LoadGroupScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid)
+    from harness.run.scheduling import OrderedUnits
 
+    class CrashSafeLoadGroupScheduling(OrderedUnits, LoadGroupScheduling):   # units, longest first
         def _reschedule(self, node: Any) -> None:
             if node in self.registered_collections:
                 super()._reschedule(node)
