@@ -8,6 +8,7 @@ import pytest
 from harness.families.generation import checks as gen
 from harness.backends.base import Generation
 from harness.checks import Mismatch
+from harness.outcome import CaseProblem
 
 # id -> (text with specials rendered, text without); 1 and 2 are control tokens, 2 ends generation
 PIECES = {10: "The", 11: " capital", 12: " is", 13: " Paris", 14: ".", 15: "\n", 16: "é", 17: "ab",
@@ -160,13 +161,13 @@ def test_token_ids_outside_the_vocab_are_reported():
 def test_outcome_raises_mismatch_with_every_problem():
     out = gen.Outcome(golden={}, problems=["first", "second"])
     with pytest.raises(Mismatch, match="first\n\nsecond"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 def test_outcome_case_errors_fail_without_mismatch():
     out = gen.Outcome(golden={}, problems=["p"], case_errors=["the case is wrong"])
-    with pytest.raises(pytest.fail.Exception, match="the case is wrong"):
-        out.conclude()
+    with pytest.raises(CaseProblem, match="the case is wrong"):
+        out.raise_if_failed()
 
 
 def test_item_id_and_params():

@@ -320,12 +320,12 @@ def test_openai_chat_calls_are_validated_against_the_tool_schema(case_tree):
 
     item = next(i for i in tc.chat_items(cases, ["openai"]) if i.params["tool_choice"] == "required")
     rt = Runtime(BackendOptions())
-    tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 3}')).conclude()
+    tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 3}')).raise_if_failed()
     out = tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 30}'))
     assert "the endpoint's template" in out.header
     with pytest.raises(Mismatch, match=r"get_forecast: arguments .* break the tool's schema at days: "
                                        r"30 is greater than the maximum of 7"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 # --- 3. llama-server does not build ----------------------------------------------------------------

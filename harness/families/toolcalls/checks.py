@@ -42,10 +42,11 @@ from typing import Any, Iterable
 
 from harness.cases.model import Case, CaseSet, Context
 from harness.families.items import Item
+from harness.outcome import CaseProblem, Outcome
 from .common import (
-    CHAT, CHAT_TOOL_CHOICES, CaseProblem, ENDPOINT_TEMPLATE, GENERATORS, GRAMMAR, Outcome, PRESENCE,
-    ROUND_TRIP, STREAM, WantCall, assistant_turn, compare_calls, declared_losses, format_for, options,
-    presence_losses, stable, tool_capable, tools_by_name, validate_call, wire_messages
+    CHAT, CHAT_TOOL_CHOICES, ENDPOINT_TEMPLATE, GENERATORS, GRAMMAR, PRESENCE, ROUND_TRIP, STREAM,
+    WantCall, assistant_turn, compare_calls, declared_losses, format_for, options, presence_losses,
+    stable, tool_capable, tools_by_name, validate_call, wire_messages
 )
 from .handler import (
     capture_handler_prompt, check_handler_prompt, handler_items, prompt_problems, template_ref,
