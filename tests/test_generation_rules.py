@@ -8,6 +8,7 @@ import pytest
 from harness.families.generation import checks as gen
 from harness.backends.base import Generation
 from harness.checks import Mismatch
+from harness.models.markers import END_OF_TURN
 from harness.outcome import CaseProblem
 
 # id -> (text with specials rendered, text without); 1 and 2 are control tokens, 2 ends generation
@@ -95,9 +96,9 @@ def test_multibyte_text_is_not_split(vocab):
 
 # --- leaks and whitespace ----------------------------------------------------------------
 def test_find_leak_reports_the_first_marker():
-    assert gen.find_leak("yes<|im_end|>", gen.GENERIC_EOT) == ("<|im_end|>", 3)
-    assert gen.find_leak("a</s>b<|eot_id|>", gen.GENERIC_EOT) == ("</s>", 1)
-    assert gen.find_leak("plain text", gen.GENERIC_EOT) is None
+    assert gen.find_leak("yes<|im_end|>", END_OF_TURN) == ("<|im_end|>", 3)
+    assert gen.find_leak("a</s>b<|eot_id|>", END_OF_TURN) == ("</s>", 1)
+    assert gen.find_leak("plain text", END_OF_TURN) is None
 
 
 def test_eot_texts_include_the_models_own_and_the_extra(vocab):
@@ -113,7 +114,7 @@ def test_trailing_whitespace():
 
 def test_leak_message_shows_location_and_both_outputs():
     problems = gen.leak_problems(item(), Generation(text="Paris.<|im_end|>", finish_reason="stop"),
-                                 list(gen.GENERIC_EOT))
+                                 list(END_OF_TURN))
     assert len(problems) == 1
     msg = problems[0]
     assert "cases/fake.yaml:42" in msg and "llama-server" in msg and "'<|im_end|>'" in msg

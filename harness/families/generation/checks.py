@@ -53,7 +53,7 @@ from .grammar import (
     grammar_mask, require_grammar
 )
 from .items import (
-    GENERIC_EOT, GenItem, agree_items, engine_items, grammar_items, masks_items, oov_items,
+    GenItem, agree_items, engine_items, grammar_items, masks_items, oov_items,
     special_items, stop_items, template_items
 )
 from .masks import check_masks, check_out_of_vocab

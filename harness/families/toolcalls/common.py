@@ -39,8 +39,6 @@ HANDLER_TOOL_CHOICES = ("auto", "omitted", "named")
 CHAT_TOOL_CHOICES = ("required", "named")
 
 
-GENERATORS = ("llama-cpp-python", "llama-server", "openai")
-
 
 # The openai backend (any OpenAI-compatible endpoint) chats with whatever template the endpoint
 # serves: it cannot be chosen per request, so its chat calls have this one template label.
