@@ -268,7 +268,7 @@ def test_openai_url_runs_chat_generation_and_tool_call_checks(project, endpoint)
 
 
 def test_openai_capabilities_option(tmp_path, pytester):
-    from harness.session import openai_capabilities
+    from harness.run.options import openai_capabilities
     assert openai_capabilities("chat, stream,tools") == ["chat", "stream", "tools"]
     (tmp_path / "caps.json").write_text('["chat", "complete"]')
     (tmp_path / "caps.yaml").write_text("# what the endpoint can do\n- chat\n- tools\n")
