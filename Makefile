@@ -48,7 +48,8 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[all]'
+	# llama-cpp-python compiled for the pinned CPU target here too (not -march=native)
+	.lock-venv/bin/python -m harness.cpu_target pip install --quiet --no-cache-dir -e '.[all]'
 	.lock-venv/bin/python -m harness.lock .lock-venv/bin/python > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf .lock-venv

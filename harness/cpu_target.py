@@ -98,7 +98,7 @@ def install(lock: Path) -> Path:
               f"about 8-10 minutes once, kept in {out}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            env = {**os.environ, "CMAKE_ARGS": " ".join([cmake_args(), *_user_cmake_args()])}
+            env = pip_env()
             subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                             "--no-cache-dir", "--no-binary", "llama-cpp-python", "-w", tmp,
                             f"llama-cpp-python=={version}"], check=True, env=env)
@@ -115,14 +115,29 @@ def install(lock: Path) -> Path:
     return wheels[0]
 
 
+def pip_env() -> dict[str, str]:
+    """The environment for a pip that may compile llama-cpp-python from source: the target's
+    options first, the user's CMAKE_ARGS after them (so a user's option wins)."""
+    return {**os.environ, "CMAKE_ARGS": " ".join([cmake_args(), *_user_cmake_args()])}
+
+
+def pip(args: list[str]) -> int:
+    """`python -m pip ARGS` with the pinned target's CMAKE_ARGS, for the installs outside
+    `make setup` that compile llama-cpp-python (tox's llama-latest, `make lock`'s scratch venv).
+    Callers pass --no-cache-dir or --no-binary: pip's wheel cache ignores CMAKE_ARGS."""
+    return subprocess.run([sys.executable, "-m", "pip", *args], env=pip_env()).returncode
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["pip"] and len(argv) > 1:
+        return pip(argv[1:])
     if argv[:1] == ["cmake-args"]:
         print(cmake_args())
         return 0
     if argv[:1] == ["install"] and len(argv) == 2:
         print(f"installed {install(Path(argv[1])).name}")
         return 0
-    print("usage: python -m harness.cpu_target cmake-args | install CONSTRAINTS", file=sys.stderr)
+    print("usage: python -m harness.cpu_target cmake-args | install CONSTRAINTS | pip PIP_ARGS...", file=sys.stderr)
     return 2
 
 

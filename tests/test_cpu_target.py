@@ -56,3 +56,23 @@ def test_user_cmake_args_are_part_of_the_key_but_a_compiler_launcher_is_not(monk
     assert cpu_target.wheel_dir("0.3.36") == plain
     monkeypatch.setenv("CMAKE_ARGS", "-DGGML_BLAS=ON")
     assert cpu_target.wheel_dir("0.3.36") != plain
+
+
+def test_pip_subcommand_passes_the_target_options_to_pip(monkeypatch, tmp_path: Path):
+    # a real pip: `pip --version` does not read CMAKE_ARGS, so the check is on the environment
+    # handed to it, with the user's CMAKE_ARGS after the target's (the user's option wins)
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_BLAS=ON")
+    env = cpu_target.pip_env()
+    assert env["CMAKE_ARGS"].startswith(cpu_target.cmake_args()) and env["CMAKE_ARGS"].endswith("-DGGML_BLAS=ON")
+    assert cpu_target.main(["pip", "--version"]) == 0
+
+
+def test_no_native_llama_cpp_python_install_outside_the_target():
+    # every place that may compile llama-cpp-python goes through harness.cpu_target
+    root = Path(__file__).resolve().parents[1]
+    tox = (root / "tox.ini").read_text()
+    make = (root / "Makefile").read_text()
+    assert "pip install --upgrade --no-deps llama-cpp-python" not in tox
+    assert "harness.cpu_target pip install" in tox
+    lock_recipe = make.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    assert "harness.cpu_target pip install" in lock_recipe

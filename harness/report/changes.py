@@ -13,6 +13,7 @@ from typing import Any
 from harness.bench.ratios import DEFAULT_RATIO_THRESHOLD, RatioMove, diff_ratios, throughput_rows
 from harness.report.goldens_file import GOLDENS_FILE
 from harness.report.charts import bench_history, load_bench_run
+from harness.report.messages import finding, same_finding
 
 
 CATEGORIES = ("rendered prompt", "token ids", "tool calls", "generated text", "other")
@@ -168,6 +169,31 @@ def diff_statuses(old: ResultSet, new: ResultSet) -> list[StatusChange]:
     return out
 
 
+@dataclass
+class MessageChange:
+    """A check with the same outcome on both sides whose finding differs (harness/report/messages.py:
+    what the check said, not where in the harness it was raised)."""
+    nodeid: str
+    outcome: str
+    check: str | None
+    location: str | None
+    old: str
+    new: str
+
+
+def diff_messages(old: ResultSet, new: ResultSet) -> list[MessageChange]:
+    if old.results is None or new.results is None:
+        return []
+    a, b = old.tests, new.tests
+    out = []
+    for nodeid in sorted(set(a) & set(b)):
+        ta, tb = a[nodeid], b[nodeid]
+        if ta["outcome"] == tb["outcome"] and not same_finding(ta.get("message"), tb.get("message")):
+            out.append(MessageChange(nodeid, tb["outcome"], tb.get("check"), tb.get("location"),
+                                     finding(ta.get("message") or ""), finding(tb.get("message") or "")))
+    return out
+
+
 # --- throughput ---------------------------------------------------------------------------------
 @dataclass
 class Figure:
@@ -248,6 +274,7 @@ class Comparison:
     ratios: list[RatioMove] = field(default_factory=list)    # cross-backend ratios that moved
     ratios_compared: int = 0
     ratio_threshold: float = DEFAULT_RATIO_THRESHOLD
+    messages: list[MessageChange] = field(default_factory=list)   # same outcome, another finding
 
     @property
     def changed_goldens(self) -> list[GoldenChange]:
@@ -260,7 +287,7 @@ class Comparison:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.goldens or self.statuses or self.throughput or self.ratios)
+        return bool(self.goldens or self.statuses or self.messages or self.throughput or self.ratios)
 
 
 def compare(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k: float = 3.0,
@@ -271,4 +298,4 @@ def compare(old: ResultSet, new: ResultSet, *, min_change: float = 0.05, noise_k
         moves, n_ratios = diff_ratios(throughput_rows(old.bench.doc), throughput_rows(new.bench.doc),
                                       threshold=ratio_threshold, noise_k=noise_k)
     return Comparison(old, new, diff_goldens(old.goldens, new.goldens), diff_statuses(old, new), figures, n,
-                      min_change, noise_k, moves, n_ratios, ratio_threshold)
+                      min_change, noise_k, moves, n_ratios, ratio_threshold, diff_messages(old, new))

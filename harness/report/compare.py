@@ -25,6 +25,7 @@ from harness.bench.ratios import DEFAULT_RATIO_THRESHOLD
 from harness.report.build import CSS
 from harness.atomic import write_atomic
 from harness.report.sections import diff_html, failure_excerpt
+from harness.report.messages import message_diff
 from .changes import CATEGORIES, Comparison, compare, golden_category, load_result_set
 
 
@@ -46,6 +47,7 @@ def _summary(c: Comparison) -> list[str]:
         lines.append(f"checks: {len(c.statuses)} changed status ({d.count('worse')} worse, {d.count('better')} better, "
                      f"{d.count('new check')} new, {d.count('check gone')} gone); "
                      f"{len(c.snapshot_failures)} outputs differ from their golden in NEW")
+        lines.append(f"messages: {len(c.messages)} checks with the same outcome say something else")
     if c.old.bench is None or c.new.bench is None:
         lines.append("throughput: not compared (a result set has no saved benchmark run)")
     else:
@@ -96,6 +98,12 @@ def render_markdown(c: Comparison, limit: int = 400) -> str:
             out += ["", "### Messages of checks that got worse", ""]
             for s in worse[:limit]:
                 out += [f"- `{s.nodeid}`", "", "```", failure_excerpt(s.message), "```", ""]
+    if c.messages:
+        out += ["", "## Checks with the same outcome and another message", ""]
+        for m in c.messages[:limit]:
+            out += [f"- `{m.nodeid}` ({m.outcome}) at `{m.location or ''}`", "", "```diff", message_diff(m), "```", ""]
+        if len(c.messages) > limit:
+            out.append(f"- ... {len(c.messages) - limit} more")
     if c.ratios:
         out += ["", "## Cross-backend ratios that moved", "", "| model | constraint | backend / reference | kind | OLD | NEW "
                 "| change | noise | |", "|---|---|---|---|---|---|---|---|---|"]
@@ -153,6 +161,11 @@ def render_html(c: Comparison, limit: int = 2000) -> str:
             out.append(f"<tr><td><code>{e(s.nodeid.split('::')[-1])}</code></td><td>{e(s.old or '—')}</td>"
                        f"<td>{e(s.new or '—')}</td><td>{e(s.direction)}</td><td>{e(s.location or '')}</td><td>{msg}</td></tr>")
         out.append("</table>")
+    if c.messages:
+        out.append("<h2>Checks with the same outcome and another message</h2>")
+        for m in c.messages[:limit]:
+            out.append(f"<p><code>{e(m.nodeid)}</code> ({e(m.outcome)}) at <code>{e(m.location or '')}</code></p>"
+                       + diff_block(message_diff(m)))
     if c.ratios:
         out.append("<h2>Cross-backend ratios that moved</h2><table><tr><th>model</th><th>constraint</th>"
                    "<th>backend / reference</th><th>kind</th><th>OLD</th><th>NEW</th><th>change</th><th>noise</th>"

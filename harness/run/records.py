@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from harness.report.messages import MESSAGE_CHARS   # harness compare reads the same cut
+
 
 def result_summary(report) -> str:
     """The finding in one line: the first line of the exception's message, without its type."""
@@ -18,7 +20,6 @@ def result_summary(report) -> str:
 
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
 WORKER_LINE = re.compile(r"^\[gw\d+\] \S+ -- Python .*\n", re.M)
-MESSAGE_CHARS = 4000
 
 
 def stable_message(message: str) -> str:
