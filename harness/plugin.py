@@ -3,6 +3,8 @@
 Flow: options -> CaseSet (lazy, once) -> pytest_generate_tests parametrizes the ordinary
 test functions of harness/suite/ from each module's PARAMETERS table -> session-scoped
 Runtime (models, backends) -> results collected per test and written to reports/.
+The run's state is one HarnessSession (harness/session.py), created in pytest_configure; the
+hooks here declare the options and hand off to it.
 
 Heavy imports (transformers, llama_cpp) happen inside backends, never at plugin import, so
 the plugin costs nothing in test runs that do not use it.
@@ -10,19 +12,14 @@ the plugin costs nothing in test runs that do not use it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.cases.model import CaseSet
-from .session import (
-    ADDRESS, CONFIG, MEMORY_KEY, RESULTS_KEY, caseset, check_declared_defect,
-    check_stale_goldens, configure_openai, empty_shard, memory_summary, merge_worker_errors,
-    option_path, own_usage, prebuild_server, present_backends, result_summary,
-    session_runtime, stable_message, whole_modules
-)
+from harness.run.session_end import whole_modules
+from .session import SESSION_KEY, HarnessSession, harness_session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,15 +60,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    configure_openai(config)
+    hs = config.stash[SESSION_KEY] = HarnessSession(config)
+    config.pluginmanager.register(hs, "harness-session")
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
     # checks record their properties for results.json, not for JUnit's xunit2 (which has no place
     # for them): one warning per check would bury the summary of a serial run
     config.addinivalue_line("filterwarnings",
                             "ignore:record_property is incompatible with junit_family:pytest.PytestWarning")
-    config.stash[RESULTS_KEY] = {"tests": [], "used": False}
-    if hasattr(config, "workerinput"):
+    if hs.worker:
         # xdist worker: its signal handling (harness/run/server_build.py) is in place from the start,
         # so the SIGINT execnet may send it at shutdown is recognised as expected
         from harness.run.server_process import install_cleanup
@@ -84,21 +81,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if MEMORY_KEY in config.stash:
-        config.stash[MEMORY_KEY].stop()
+    if SESSION_KEY in config.stash:
+        harness_session(config).stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """--memory-ceiling: a MemoryWatch per process, started at its first suite check; it fails
     the check that is running when resident memory passes the ceiling."""
-    watch = None
-    if getattr(getattr(item, "module", None), "PARAMETERS", None) and item.config.getoption("--memory-ceiling"):
-        watch = item.config.stash.get(MEMORY_KEY, None)
-        if watch is None:
-            from harness.run.memory_watch import MemoryWatch
-            watch = item.config.stash[MEMORY_KEY] = MemoryWatch(item.config.getoption("--memory-ceiling")).start()
-        watch.running(item.nodeid)
+    watch, hs = None, harness_session(item.config)
+    if getattr(getattr(item, "module", None), "PARAMETERS", None) and hs.options.memory_ceiling:
+        watch = hs.watch_memory(item.nodeid)
     try:
         outcome = yield
     finally:
@@ -123,9 +116,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     pytest-timeout is configured explicitly (--timeout or the ini `timeout`)."""
     if config.getoption("--shard"):
         from harness.run.shard import select
-        config.stash[RESULTS_KEY]["shard"] = record = select(config, items)
+        harness_session(config).state.shard = record = select(config, items)
         record["whole_modules"] = whole_modules(config, shard=False)   # stale goldens: `harness merge`
-    limit = config.getoption("--case-timeout")
+    limit = harness_session(config).options.case_timeout
     if not limit or not config.pluginmanager.hasplugin("timeout"):
         return
     try:
@@ -140,6 +133,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(limit, method="signal"))
 
 
+def check_declared_defect(item: pytest.Item, outcome: Any) -> None:
+    """A known defect with `match:` expects exactly that finding: any other Mismatch becomes a
+    DefectChanged, which the strict xfail (raises=Mismatch) does not accept."""
+    marker = item.get_closest_marker("harness_defect")
+    excinfo = getattr(outcome, "excinfo", None)
+    if marker is None or excinfo is None:
+        return
+    from .checks import DefectChanged, Mismatch
+    defect, exc = marker.args[0], excinfo[1]
+    if isinstance(exc, Mismatch) and not defect.explains(str(exc)):
+        outcome.force_exception(DefectChanged(
+            f"{defect.file}:{defect.line}: the declared known defect expects a message matching "
+            f"{defect.match!r}, but the check failed differently:\n{exc}"))
+
+
+def present_backends(names: list[str]) -> list[str]:
+    """Backends whose code is installed here. llama-server joins once its module exists."""
+    import importlib.util
+    from .backends.base import backend_targets
+    out = []
+    for n in names:
+        module = backend_targets().get(n, "").partition(":")[0]
+        if module and importlib.util.find_spec(module) is not None:
+            out.append(n)
+    return out
+
+
 # --- parametrization ---------------------------------------------------------------------
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     table = getattr(metafunc.module, "PARAMETERS", None)
@@ -150,10 +170,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         from harness.families import family_of_suite
         if family_of_suite(name) is None:   # a family is one registry entry: no unregistered suite modules
             raise pytest.UsageError(f"{name} is not the suite module of a registered family (harness/families)")
-    config = metafunc.config
-    cases = caseset(config)
-    config.stash[RESULTS_KEY]["used"] = True
-    filters = config.getoption("--backend") or None
+    hs = harness_session(metafunc.config)
+    cases = hs.caseset()
+    hs.state.used = True
+    filters = hs.options.backends or None
     for argname, expand in table.items():
         if argname not in metafunc.fixturenames:
             continue
@@ -163,7 +183,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             continue
         from harness.families.items import ALL_BACKENDS
         available = [b for b in ALL_BACKENDS if (not filters or b in filters)
-                     and (b != "openai" or config.getoption("--openai-url"))]
+                     and (b != "openai" or hs.options.openai_url)]
         params = []
         for item in expand(cases, present_backends(available)):
             # with `-n N --dist loadgroup`, all items of a case run on one worker: each model
@@ -183,26 +203,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def harness_runtime(request: pytest.FixtureRequest):
-    config = request.config
-    rt = session_runtime(config)
-    config.stash[RESULTS_KEY]["runtime"] = rt
+    hs = harness_session(request.config)
+    rt = hs.new_runtime()
+    hs.runtime_started(rt)
     yield rt
-    config.stash[RESULTS_KEY]["backends"] = rt.backend_infos()
-    config.stash[RESULTS_KEY]["models"] = rt.resolutions
-    config.stash[RESULTS_KEY]["own_errors"] = [dict(e) for e in rt.build_failures.values()]
+    hs.runtime_closing(rt)
     rt.close()
 
 
 @pytest.fixture(scope="session")
 def harness_cases(request: pytest.FixtureRequest) -> CaseSet:
-    return caseset(request.config)
+    return harness_session(request.config).caseset()
 
 
 @pytest.fixture
 def golden(snapshot, request: pytest.FixtureRequest):
     """syrupy's snapshot, writing JSON into the repository's golden/ folder."""
     from harness.report.snapshots import golden_extension
-    return snapshot.use_extension(golden_extension(option_path(request.config, "--golden-dir", "golden")))
+    return snapshot.use_extension(golden_extension(harness_session(request.config).options.golden_dir))
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -221,125 +239,23 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                 "location": harness_item.case.location(), "params": harness_item.params}))
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # runs on the controller with xdist too: reports carry user_properties across
-    config = CONFIG.get("config")
-    if config is None:
-        return
-    # when "???": xdist's report for the check a worker crashed on (harness/run/scheduler.py)
-    if report.when in ("call", "???") or (report.when == "setup" and report.outcome != "passed") or (
-            report.when == "teardown" and report.outcome == "failed"):
-        props = dict(report.user_properties)
-        meta = props.get("harness")
-        if meta is None and "harness/suite/" not in report.nodeid:
-            return
-        outcome = report.outcome
-        if hasattr(report, "wasxfail"):
-            outcome = "xfailed" if report.skipped else "xpassed"
-        elif report.when != "call" and report.outcome == "failed":
-            outcome = "error"
-        message = ""
-        if report.longrepr is not None and outcome != "passed":
-            message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longreprtext)
-        config.stash[RESULTS_KEY]["tests"].append({
-            "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
-            **(meta or {}), "backend_info": props.get("backend_info"), "rss_mib": props.get("rss_mib"),
-            "details": props.get("details"),
-            "summary": ADDRESS.sub("0x…", result_summary(report)),
-            "worker": getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None),
-            # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
-            # identical runs; results.json should not
-            # (xdist's copy of an xfail's traceback starts with a newline that pytest's own lacks)
-            "message": stable_message(message),
-        })
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    CONFIG["config"] = session.config
-    config = session.config
-    if hasattr(config, "workerinput") or RESULTS_KEY not in config.stash:
-        return
-    # the controller (or a serial run), before any worker starts
-    from harness.report.review import golden_mtimes
-    value = config.getoption("--golden-dir", default=None)
-    golden_dir = Path(value) if value else Path(config.rootpath) / "golden"
-    config.stash[RESULTS_KEY]["golden_mtimes"] = golden_mtimes(golden_dir) if golden_dir.is_dir() else None
-    prebuild_server(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect each worker's models and memory (a crashed worker sends none)."""
-    config = CONFIG.get("config")
-    usage = getattr(node, "workeroutput", {}).get("harness") if config is not None else None
-    if usage:
-        state = config.stash[RESULTS_KEY]
-        state.setdefault("models", {}).update(usage["models"])
-        state.setdefault("workers", {})[node.gateway.id] = usage["memory"]
-        merge_worker_errors(state, usage.get("errors") or [])
-        if usage.get("shard") and not state.get("shard"):
-            state["shard"] = usage["shard"]           # every worker plans the same shards
+    harness_session(session.config).start()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
-    """The results and the report are written before the other plugins' session end: xdist's
-    waits for every worker process to exit, which need not delay them. An empty shard's exit
+    """The results and the report are written before the other plugins' session end (xdist's
+    waits for every worker process to exit, which need not delay them); an empty shard's exit
     status is set after them (syrupy's ORs the session's own status back in)."""
-    config = session.config
-    state = config.stash[RESULTS_KEY]
-    worker = hasattr(config, "workerinput")
-    if worker:
-        config.workeroutput["harness"] = own_usage(state)     # to the controller (above)
-    elif state["tests"]:
-        _write_results(session, state, exitstatus)
+    hs = harness_session(session.config)
+    hs.finish(session, exitstatus)
     result = yield
-    if worker:
-        from harness.run.server_process import session_finished
-        session_finished()
-    elif not state["tests"] and config.getoption("--shard"):
-        empty_shard(session, state)
+    hs.finish_after_others(session)
     return result
 
 
-def _write_results(session: pytest.Session, state: dict, exitstatus: int) -> None:
-    config = session.config
-    check_stale_goldens(session, state)
-    own = own_usage(state)
-    state.setdefault("models", {}).update(own["models"])
-    merge_worker_errors(state, own["errors"])
-    state["memory"] = memory_summary(own["memory"], state.get("workers", {}))
-    from harness.report.results import write_results
-    path = write_results(option_path(config, "--report-dir", "reports"), state, config, exitstatus)
-    config.stash[RESULTS_KEY]["written"] = path
-    from harness.report.build import write_report; write_report(path.parent, golden_dir=option_path(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report/build.py)
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    state = config.stash.get(RESULTS_KEY, None)
-    if not state or not state.get("tests"):
-        return
-    from harness.report.results import summary_lines
-    terminalreporter.section("conformance summary")
-    for line in summary_lines(state):
-        terminalreporter.write_line(line)
-    for e in state.get("errors") or []:
-        # once per run, however many checks it skipped (each skip names only the first line)
-        terminalreporter.write_line(f"{e['backend']}: {e['error']}, {e['skipped_checks']} check(s) skipped: "
-                                    f"{e['message']}", red=True, bold=True)
-        if e.get("tail"):
-            terminalreporter.write_line("  last lines of the build log:")
-            for line in e["tail"].splitlines():
-                terminalreporter.write_line(f"    {line}")
-    stale = state.get("stale_goldens") or {}
-    for how, files in stale.items():
-        verb = "removed (--update-goldens)" if how == "removed" else "no check produced them; run with --update-goldens to remove"
-        terminalreporter.write_line(f"goldens: {len(files)} stale, {verb}:", red=how == "found", bold=True)
-        for f in files[:20]:
-            terminalreporter.write_line(f"  {f}")
-        if len(files) > 20:
-            terminalreporter.write_line(f"  ... and {len(files) - 20} more")
-    if state.get("written"):
-        terminalreporter.write_line(f"results written to {os.path.relpath(state['written'])}")
-    from harness.report.review import write_review; write_review(terminalreporter, config, state)  # noqa: E702 (harness/report/review.py)
+    if SESSION_KEY in config.stash:
+        harness_session(config).summary(terminalreporter)

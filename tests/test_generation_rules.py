@@ -8,6 +8,8 @@ import pytest
 from harness.families.generation import checks as gen
 from harness.backends.base import Generation
 from harness.checks import Mismatch
+from harness.models.markers import END_OF_TURN
+from harness.outcome import CaseProblem
 
 # id -> (text with specials rendered, text without); 1 and 2 are control tokens, 2 ends generation
 PIECES = {10: "The", 11: " capital", 12: " is", 13: " Paris", 14: ".", 15: "\n", 16: "é", 17: "ab",
@@ -94,9 +96,9 @@ def test_multibyte_text_is_not_split(vocab):
 
 # --- leaks and whitespace ----------------------------------------------------------------
 def test_find_leak_reports_the_first_marker():
-    assert gen.find_leak("yes<|im_end|>", gen.GENERIC_EOT) == ("<|im_end|>", 3)
-    assert gen.find_leak("a</s>b<|eot_id|>", gen.GENERIC_EOT) == ("</s>", 1)
-    assert gen.find_leak("plain text", gen.GENERIC_EOT) is None
+    assert gen.find_leak("yes<|im_end|>", END_OF_TURN) == ("<|im_end|>", 3)
+    assert gen.find_leak("a</s>b<|eot_id|>", END_OF_TURN) == ("</s>", 1)
+    assert gen.find_leak("plain text", END_OF_TURN) is None
 
 
 def test_eot_texts_include_the_models_own_and_the_extra(vocab):
@@ -112,7 +114,7 @@ def test_trailing_whitespace():
 
 def test_leak_message_shows_location_and_both_outputs():
     problems = gen.leak_problems(item(), Generation(text="Paris.<|im_end|>", finish_reason="stop"),
-                                 list(gen.GENERIC_EOT))
+                                 list(END_OF_TURN))
     assert len(problems) == 1
     msg = problems[0]
     assert "cases/fake.yaml:42" in msg and "llama-server" in msg and "'<|im_end|>'" in msg
@@ -160,13 +162,13 @@ def test_token_ids_outside_the_vocab_are_reported():
 def test_outcome_raises_mismatch_with_every_problem():
     out = gen.Outcome(golden={}, problems=["first", "second"])
     with pytest.raises(Mismatch, match="first\n\nsecond"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 def test_outcome_case_errors_fail_without_mismatch():
     out = gen.Outcome(golden={}, problems=["p"], case_errors=["the case is wrong"])
-    with pytest.raises(pytest.fail.Exception, match="the case is wrong"):
-        out.conclude()
+    with pytest.raises(CaseProblem, match="the case is wrong"):
+        out.raise_if_failed()
 
 
 def test_item_id_and_params():

@@ -202,3 +202,25 @@ def test_tests_use_no_private_harness_attributes():
                     and isinstance(node.value, ast.Name) and node.value.id in aliases):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
     assert not bad, bad
+
+
+CHECK_LOGIC = ("families", "toolcalls", "backends", "models", "cases")
+
+
+def test_check_logic_never_calls_pytest():
+    """Check logic returns outcomes (harness/outcome.py); only harness/suite/* (and the plugin)
+    turn them into pytest's pass / fail / skip. No module of these packages imports pytest."""
+    bad = []
+    for pkg in CHECK_LOGIC:
+        for path in sorted((HARNESS / pkg).rglob("*.py")):
+            for target, _, line in _imports(path):
+                if target == "pytest" or target.startswith("pytest."):
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: imports {target}")
+    assert not bad, bad
+
+
+def test_one_conclude():
+    """Suite modules share harness.suite.conclude: none defines its own."""
+    copies = [p.name for p in (HARNESS / "suite").glob("test_*.py")
+              if re.search(r"^def _?conclude\(", p.read_text(encoding="utf-8"), re.M)]
+    assert copies == []

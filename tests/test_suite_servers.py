@@ -268,7 +268,7 @@ def test_openai_url_runs_chat_generation_and_tool_call_checks(project, endpoint)
 
 
 def test_openai_capabilities_option(tmp_path, pytester):
-    from harness.session import openai_capabilities
+    from harness.run.options import openai_capabilities
     assert openai_capabilities("chat, stream,tools") == ["chat", "stream", "tools"]
     (tmp_path / "caps.json").write_text('["chat", "complete"]')
     (tmp_path / "caps.yaml").write_text("# what the endpoint can do\n- chat\n- tools\n")
@@ -320,12 +320,12 @@ def test_openai_chat_calls_are_validated_against_the_tool_schema(case_tree):
 
     item = next(i for i in tc.chat_items(cases, ["openai"]) if i.params["tool_choice"] == "required")
     rt = Runtime(BackendOptions())
-    tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 3}')).conclude()
+    tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 3}')).raise_if_failed()
     out = tc.check_chat_call(rt, item, Endpoint('{"city": "Oslo", "days": 30}'))
     assert "the endpoint's template" in out.header
     with pytest.raises(Mismatch, match=r"get_forecast: arguments .* break the tool's schema at days: "
                                        r"30 is greater than the maximum of 7"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 # --- 3. llama-server does not build ----------------------------------------------------------------

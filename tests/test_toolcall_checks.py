@@ -114,7 +114,7 @@ def test_round_trip_of_a_lossless_template(tmp_path, hf_renderer):
     out = run_round_trip(case, "parallel-tool-calls", hf_renderer)
     assert out.problems == [] and out.golden["cut"] == "exact" and out.golden["format"] == "hermes"
     assert [c["name"] for c in out.golden["extracted"]["calls"]] == ["get_weather", "get_forecast"]
-    out.conclude()
+    out.raise_if_failed()
 
 
 def test_round_trip_reports_an_undeclared_loss_and_accepts_a_declared_one(tmp_path, hf_renderer):
@@ -122,13 +122,13 @@ def test_round_trip_reports_an_undeclared_loss_and_accepts_a_declared_one(tmp_pa
     out = run_round_trip(make_case(tmp_path, template=template), "parallel-tool-calls", hf_renderer)
     assert out.golden["lost"] == ["calls"]
     with pytest.raises(Mismatch, match=r"(?s)cases/demo.yaml:3: hf renders.*with 'hermes'.*lost: calls.*1 extracted"):
-        out.conclude()
+        out.raise_if_failed()
     presence = run_round_trip(make_case(tmp_path, template=template), "parallel-tool-calls", hf_renderer, tc.PRESENCE)
     assert presence.golden["lost"] == ["calls"] and "extracted" not in presence.golden
     declared = {"lossy": [{"where": {"context": "parallel-tool-calls"}, "loses": ["calls"], "description": "1"}]}
     out = run_round_trip(make_case(tmp_path, template=template, raw_checks=declared), "parallel-tool-calls",
                          hf_renderer)
-    out.conclude()
+    out.raise_if_failed()
     assert out.notes and "lossy by design" in out.notes[0]
 
 
@@ -136,7 +136,7 @@ def test_round_trip_flags_a_stale_lossy_declaration(tmp_path, hf_renderer):
     declared = {"lossy": [{"where": {}, "loses": ["calls"], "description": "claims a loss"}]}
     case = make_case(tmp_path, template=HERMES_TEMPLATE.replace("[:max_calls]", ""), raw_checks=declared)
     with pytest.raises(Mismatch, match="but the round trip keeps it: update the case"):
-        run_round_trip(case, "tool-round-trip", hf_renderer).conclude()
+        run_round_trip(case, "tool-round-trip", hf_renderer).raise_if_failed()
 
 
 def test_round_trip_refusal_and_engine_error(tmp_path, hf_renderer):
@@ -236,7 +236,7 @@ def test_check_stream_in_byte_tokens(tmp_path):
     case = make_case(tmp_path)
     it = tc.Item(case, tc.STREAM, None, None, "llama-cpp-python", (("format", "hermes"), ("output", "one-call")))
     out = tc.check_stream(it, ByteTokens(), CASES)
-    out.conclude()
+    out.raise_if_failed()
     assert out.golden["extracted"]["calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
 
 
@@ -270,16 +270,16 @@ def test_chat_call_verdicts(tmp_path):
     out, req = chat_outcome(tmp_path, Generation("Sure, it rains.", "length"))
     assert req.tool_choice == "required" and req.max_tokens == 8 and req.temperature == 0.0
     with pytest.raises(Mismatch, match=r"(?s)came back as plain content.*finish_reason='length'"):
-        out.conclude()
+        out.raise_if_failed()
     good = Generation("", "tool_calls", tool_calls=[call("get_weather", '{"city": "Oslo"}')])
     out, req = chat_outcome(tmp_path, good, "named")
     assert req.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
-    out.conclude()
+    out.raise_if_failed()
     assert out.golden["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
     bad = Generation("", "tool_calls", tool_calls=[call("get_forecast", '{"city": "Oslo"')])
     out, _ = chat_outcome(tmp_path, bad, "named")
     with pytest.raises(Mismatch, match=r"(?s)tool_choice names 'get_weather'.*not valid JSON"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 def test_missing_generation_context_is_a_case_problem(tmp_path):
@@ -356,7 +356,7 @@ def test_round_trip_with_reasoning_reads_the_opened_block(tmp_path, hf_renderer)
     assert out.golden["reasoning_opened_by_prompt"] is True
     assert out.golden["extracted"]["reasoning"] == tc.ROUND_TRIP_REASONING
     assert out.golden["lost"] == []
-    out.conclude()
+    out.raise_if_failed()
 
 
 def test_round_trip_reports_lost_reasoning(tmp_path, hf_renderer):
@@ -365,7 +365,7 @@ def test_round_trip_reports_lost_reasoning(tmp_path, hf_renderer):
                                          "hf", format="hermes", reasoning=tc.WITH_REASONING), hf_renderer)
     assert out.golden["lost"] == ["reasoning"]
     with pytest.raises(Mismatch, match="lost: reasoning"):
-        out.conclude()
+        out.raise_if_failed()
 
 
 def test_presence_round_trip_needs_a_reason(tmp_path, hf_renderer):
@@ -375,4 +375,4 @@ def test_presence_round_trip_needs_a_reason(tmp_path, hf_renderer):
     why = {"formats": [{"match": "demo-*", "format": None, "why": "no extractor for this demo format"}]}
     out = run_round_trip(make_case(tmp_path, template=template, raw_checks=why), "tool-round-trip", hf_renderer,
                          tc.PRESENCE)
-    out.conclude()
+    out.raise_if_failed()

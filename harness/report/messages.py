@@ -8,7 +8,7 @@ changes them and nothing else. `harness compare` compares the finding, the `E` l
 exception's module path left off its class name and pytest's indentation removed), so a
 harness refactor is no change and a different error text from the stack is one.
 
-A message is kept as its last MESSAGE_CHARS characters (harness/session.py, stable_message); where either side
+A message is kept as its last MESSAGE_CHARS characters (harness/run/records.py, stable_message); where either side
 was cut there, the cut side's first line may be partial, so it is dropped and the two findings
 agree when the longer one ends with the shorter one.
 """

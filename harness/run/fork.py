@@ -12,7 +12,7 @@ Used for
     (`probe_backend`, called from harness/run/runtime.py): a file that crashes llama.cpp (an
     abort or a segfault in native code) becomes a BackendError for that model's cases instead
     of killing the pytest worker (harness/run/probe.py).
-The rest of the run's process safety: harness/run/gguf_check.py (a corrupt GGUF named before any
+The rest of the run's process safety: harness/models/gguf_check.py (a corrupt GGUF named before any
 load), harness/run/scheduler.py (xdist never re-runs a check a worker crashed on),
 harness/run/memory_watch.py (the suite's memory ceiling).
 

@@ -11,6 +11,7 @@ agree.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +74,24 @@ def run_option_args(ns: argparse.Namespace) -> list[str]:
         for v in ((value or []) if o.repeatable else [value] if value is not None else []):
             args.append(f"{o.flag}={_value(o, v)}")
     return args
+
+
+def openai_capabilities(value: str) -> list[str]:
+    """--openai-capabilities: "chat,stream,tools" or "@path/to/file" holding a JSON or YAML list.
+    Raises ValueError (with the file and the problem) for anything else."""
+    if not value.startswith("@"):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    path = Path(value[1:]).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--openai-capabilities {value}: cannot read {path}: {exc.strerror or exc}") from None
+    import yaml                      # YAML is a superset of JSON: one parser reads both
+    try:
+        caps = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--openai-capabilities {value}: {path} is neither JSON nor YAML: {exc}") from None
+    if not isinstance(caps, list) or not all(isinstance(c, str) and c.strip() for c in caps):
+        raise ValueError(f"--openai-capabilities {value}: {path} must hold a list of capability names, "
+                         f"e.g. [chat, stream, tools]; got {json.dumps(caps)[:200]}")
+    return [c.strip() for c in caps]

@@ -18,7 +18,7 @@ from harness.backends.base import (Backend, BackendError, BackendOptions, ModelF
                             backend_class)
 from harness.cases.model import Case, Context
 from harness.errors import SourceError, raise_again
-from harness.run.gguf_check import check_gguf
+from harness.models.gguf_check import check_gguf
 from harness.run.probe import probe_backend
 from harness.run.server_build import ServerBuildError
 from harness.models.sources import FileSpec, resolve
@@ -64,7 +64,7 @@ class Runtime:
         res = resolve(spec, extra_dirs=self.model_dirs)
         self.resolutions[case.id] = {"file": spec.file, "sha256": spec.sha256, "source": res.source,
                                      "path": str(res.path)}
-        # harness/run/gguf_check.py: a verified file can still be a broken GGUF (truncated when it was
+        # harness/models/gguf_check.py: a verified file can still be a broken GGUF (truncated when it was
         # pinned, wrong magic, a metadata value of the wrong type); name the cause before any backend
         # reads it. ModelFileError is a SourceError, so the model's cases fail with this message.
         check_gguf(res.path)

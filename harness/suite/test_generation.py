@@ -5,7 +5,7 @@ The checking itself lives in harness/families/generation/checks.py."""
 
 from harness.families.generation import checks as gen
 from harness.backends.base import CHAT, COMPLETE, STREAM, VOCAB
-from harness.suite import open_backend
+from harness.suite import conclude, needs, open_backend, run_check
 
 PARAMETERS = {
     "engine_item": gen.engine_items,
@@ -19,16 +19,9 @@ PARAMETERS = {
 }
 
 
-def _conclude(outcome, golden, record_property):
-    for note in outcome.notes:
-        record_property("finding", note)
-    assert outcome.golden == golden
-    outcome.conclude()
-
-
 def test_grammar_engine(engine_item, golden, record_property):
     """Strings each grammar must accept and reject, through llama.cpp's grammar engine alone."""
-    _conclude(gen.check_grammar_engine(engine_item), golden, record_property)
+    conclude(run_check(gen.check_grammar_engine, engine_item), golden, record_property)
 
 
 def test_grammar(grammar_item, harness_runtime, golden, record_property):
@@ -36,30 +29,30 @@ def test_grammar(grammar_item, harness_runtime, golden, record_property):
     it = grammar_item
     caps = gen.grammar_caps(it, it.params["endpoint"])
     backend = open_backend(harness_runtime, it.backend, it.case, caps[0], record_property)
-    gen.needs(backend, *caps)
-    _conclude(gen.check_grammar(harness_runtime, it, backend), golden, record_property)
+    needs(backend, *caps)
+    conclude(run_check(gen.check_grammar, harness_runtime, it, backend), golden, record_property)
 
 
 def test_endpoints_agree(agree_item, harness_runtime, golden, record_property):
     """The completion endpoint on the chat endpoint's own prompt returns what chat returns."""
     it = agree_item
     backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
-    gen.needs(backend, *gen.grammar_caps(it, "chat"))
-    _conclude(gen.check_endpoints_agree(harness_runtime, it, backend), golden, record_property)
+    needs(backend, *gen.grammar_caps(it, "chat"))
+    conclude(run_check(gen.check_endpoints_agree, harness_runtime, it, backend), golden, record_property)
 
 
 def test_masks(masks_item, harness_runtime, golden, record_property):
     """Every special id and every id a grammar sampler allows is within n_vocab."""
     it = masks_item
     backend = open_backend(harness_runtime, it.backend, it.case, VOCAB, record_property)
-    _conclude(gen.check_masks(harness_runtime, it, backend), golden, record_property)
+    conclude(run_check(gen.check_masks, harness_runtime, it, backend), golden, record_property)
 
 
 def test_out_of_vocab(oov_item, harness_runtime, golden, record_property):
     """A token id >= n_vocab is refused with an error, never a crash."""
     it = oov_item
     backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
-    _conclude(gen.check_out_of_vocab(harness_runtime, it, backend), golden, record_property)
+    conclude(run_check(gen.check_out_of_vocab, harness_runtime, it, backend), golden, record_property)
 
 
 def test_stop(stop_item, harness_runtime, golden, record_property):
@@ -67,8 +60,8 @@ def test_stop(stop_item, harness_runtime, golden, record_property):
     it = stop_item
     backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
     if it.stream:
-        gen.needs(backend, STREAM)
-    _conclude(gen.check_stop(harness_runtime, it, backend), golden, record_property)
+        needs(backend, STREAM)
+    conclude(run_check(gen.check_stop, harness_runtime, it, backend), golden, record_property)
 
 
 def test_special_rendering(special_item, harness_runtime, golden, record_property):
@@ -76,8 +69,8 @@ def test_special_rendering(special_item, harness_runtime, golden, record_propert
     it = special_item
     backend = open_backend(harness_runtime, it.backend, it.case, COMPLETE, record_property)
     if it.stream:
-        gen.needs(backend, STREAM)
-    _conclude(gen.check_special(harness_runtime, it, backend), golden, record_property)
+        needs(backend, STREAM)
+    conclude(run_check(gen.check_special, harness_runtime, it, backend), golden, record_property)
 
 
 def test_chat_template(template_item, harness_runtime, golden, record_property):
@@ -86,5 +79,5 @@ def test_chat_template(template_item, harness_runtime, golden, record_property):
     it = template_item
     backend = open_backend(harness_runtime, it.backend, it.case, CHAT, record_property)
     if it.stream:
-        gen.needs(backend, STREAM)
-    _conclude(gen.check_chat_template(harness_runtime, it, backend), golden, record_property)
+        needs(backend, STREAM)
+    conclude(run_check(gen.check_chat_template, harness_runtime, it, backend), golden, record_property)

@@ -8,6 +8,7 @@ import pytest
 from harness.families.tokenizer import checks as tk
 from harness.backends.base import DETOKENIZE, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch
+from harness.models.markers import END_OF_TURN
 from harness.suite import open_backend, skip_unsupported
 
 PARAMETERS = {
@@ -273,7 +274,7 @@ def test_special_tokens(special_item, harness_runtime, golden, record_property):
         if hf_add_eos != bool(lv.add_eos):
             problems.append(f"add_eos: hf adds EOS={hf_add_eos}, llama.cpp add_eos={lv.add_eos}")
     markers = {}
-    for text in tk.EOT_MARKERS:
+    for text in END_OF_TURN:
         ids = llama.tokenize(text, add_special=False, parse_special=True)
         if len(ids) == 1 and llama.token_text(ids[0]) == text:
             markers[text] = ids[0]

@@ -12,7 +12,7 @@ from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
-from harness.suite import open_backend, skip_build_failure, skip_unsupported
+from harness.suite import conclude, open_backend, require_capability, run_check, skip_build_failure, skip_unsupported
 
 PARAMETERS = {
     "round_trip_item": tc.round_trip_items,
@@ -22,22 +22,6 @@ PARAMETERS = {
     "chat_item": tc.chat_items,
     "model_format_item": model_behaviour.model_format_items,
 }
-
-
-def _conclude(outcome, golden, record_property):
-    for note in outcome.notes:
-        record_property("finding", note)
-    assert outcome.golden == golden
-    outcome.conclude()
-
-
-def _run(check, *args):
-    try:
-        return check(*args)
-    except tc.CaseProblem as exc:
-        pytest.fail(str(exc), pytrace=False)
-    except Unsupported as exc:
-        skip_unsupported(exc)
 
 
 class _Opened(dict):
@@ -99,7 +83,7 @@ def test_round_trip(round_trip_item, harness_runtime, toolcall_backends, golden,
         hf = _template_renderer(rt, toolcall_backends)
     else:
         hf = open_backend(rt, "hf", it.case, RENDER, record_property)
-    _conclude(_run(tc.check_round_trip, rt, it, hf, own), golden, record_property)
+    conclude(run_check(tc.check_round_trip, rt, it, hf, own), golden, record_property)
 
 
 def test_handler_prompt(handler_item, harness_runtime, toolcall_backends, golden, record_property):
@@ -112,7 +96,7 @@ def test_handler_prompt(handler_item, harness_runtime, toolcall_backends, golden
         # the functionary handlers render through llama.tokenizer_.hf_tokenizer: the model's own
         hf_tokenizer = open_backend(rt, "hf", it.case, TOKENIZE, record_property).tokenizer
     renderer = _template_renderer(rt, toolcall_backends)
-    _conclude(_run(tc.check_handler_prompt, rt, it, llama, renderer, hf_tokenizer), golden, record_property)
+    conclude(run_check(tc.check_handler_prompt, rt, it, llama, renderer, hf_tokenizer), golden, record_property)
 
 
 def test_stream(stream_item, harness_runtime, harness_cases, golden, record_property):
@@ -120,7 +104,7 @@ def test_stream(stream_item, harness_runtime, harness_cases, golden, record_prop
     calls extract() finds in the finished text; names and ids are sent once."""
     it = stream_item
     backend = open_backend(harness_runtime, it.backend, it.case, TOKENIZE, record_property)
-    _conclude(_run(tc.check_stream, it, backend, harness_cases.root), golden, record_property)
+    conclude(run_check(tc.check_stream, it, backend, harness_cases.root), golden, record_property)
 
 
 def test_grammar_call(grammar_item, harness_runtime, toolcall_backends, golden, record_property):
@@ -128,10 +112,9 @@ def test_grammar_call(grammar_item, harness_runtime, toolcall_backends, golden, 
     satisfy the tool's schema."""
     it, rt = grammar_item, harness_runtime
     backend = open_backend(rt, it.backend, it.case, COMPLETE, record_property)
-    if GRAMMAR not in backend.capabilities:
-        pytest.skip(f"{it.backend} has no '{GRAMMAR}' capability")
+    require_capability(backend, GRAMMAR)
     renderer = _template_renderer(rt, toolcall_backends)
-    _conclude(_run(tc.check_grammar_call, rt, it, backend, renderer), golden, record_property)
+    conclude(run_check(tc.check_grammar_call, rt, it, backend, renderer), golden, record_property)
 
 
 def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record_property):
@@ -139,11 +122,10 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     arguments satisfy the tool's schema."""
     it, rt = chat_item, harness_runtime
     backend = open_backend(rt, it.backend, it.case, CHAT, record_property)
-    if TOOLS not in backend.capabilities:
-        pytest.skip(f"{it.backend} has no '{TOOLS}' capability")
+    require_capability(backend, TOOLS)
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
-    _conclude(_run(tc.check_chat_call, rt, it, backend), golden, record_property)
+    conclude(run_check(tc.check_chat_call, rt, it, backend), golden, record_property)
 
 
 def test_model_format(model_format_item, harness_runtime, golden, record_property):
@@ -152,8 +134,7 @@ def test_model_format(model_format_item, harness_runtime, golden, record_propert
     fails only when the server leaves the template's call markers unparsed."""
     it, rt = model_format_item, harness_runtime
     backend = open_backend(rt, it.backend, it.case, CHAT, record_property)
-    if TOOLS not in backend.capabilities:
-        pytest.skip(f"{it.backend} has no '{TOOLS}' capability")
-    outcome, behaviour = _run(model_behaviour.check_model_format, rt, it, backend)
+    require_capability(backend, TOOLS)
+    outcome, behaviour = run_check(model_behaviour.check_model_format, rt, it, backend)
     record_property("details", {"model_behaviour": behaviour})
-    _conclude(outcome, golden, record_property)
+    conclude(outcome, golden, record_property)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from harness.backends.base import (
@@ -13,32 +12,10 @@ from harness.backends.base import (
     Unsupported
 )
 from harness.cases.model import Case
-from harness.checks import Mismatch, mismatch
+from harness.checks import mismatch
 from harness.errors import raise_again
 from .engine import Vocab, vocab_of
 from .items import GenItem
-
-
-# =====================================================================================
-# outcome of one check
-# =====================================================================================
-class CaseProblem(Exception):
-    """The case file no longer exercises what it claims (not a backend finding)."""
-
-
-@dataclass
-class Outcome:
-    golden: dict[str, Any]
-    problems: list[str] = field(default_factory=list)     # conformance findings -> Mismatch
-    case_errors: list[str] = field(default_factory=list)  # the case is wrong -> plain failure
-    notes: list[str] = field(default_factory=list)        # recorded in the results, never fail
-
-    def conclude(self) -> None:
-        if self.case_errors:
-            import pytest
-            pytest.fail("\n\n".join(self.case_errors), pytrace=False)
-        if self.problems:
-            raise Mismatch("\n\n".join(self.problems))
 
 
 def show_value(text: str | None) -> str:
@@ -242,21 +219,3 @@ def leak_problems(item: GenItem, gen: Generation, eots: list[str], counterpart: 
     return [str(mismatch(item.location(), f"{item.backend}: end-of-turn text {marker!r} leaks into the returned "
                                           f"text at character {pos}", other, gen.text, other_name,
                          f"{item.backend} {item.params.get('endpoint', '')}".strip()))]
-
-
-# =====================================================================================
-# checks
-# =====================================================================================
-def needs(backend: Backend, *caps: str) -> None:
-    import pytest
-    missing = [c for c in caps if c not in backend.capabilities]
-    if missing:
-        pytest.skip(f"{backend.name} lacks {', '.join(missing)}")
-
-
-def run_or_skip(fn: Callable[[], Any]) -> Any:
-    import pytest
-    try:
-        return fn()
-    except Unsupported as exc:
-        pytest.skip(f"unsupported: {exc.reason}")

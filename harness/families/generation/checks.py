@@ -42,9 +42,10 @@ from typing import Any
 
 from harness.backends.base import Backend, ChatRequest, CompletionRequest, Unsupported
 from harness.checks import mismatch
+from harness.outcome import Outcome, needs, run_or_skip
 from .calls import (
-    Outcome, chat_prompt, cut_at_stops, find_leak, generate, leak_problems, needs, prompt_text,
-    reference, run_or_skip, stream_problems, token_range_problems, trailing_whitespace, show_value
+    chat_prompt, cut_at_stops, find_leak, generate, leak_problems, prompt_text, reference,
+    stream_problems, token_range_problems, trailing_whitespace, show_value
 )
 from .engine import EngineUnavailable, GrammarParseError, Vocab, engine, llama_cpp_python_gbnf, vocab_of
 from .grammar import (
@@ -52,7 +53,7 @@ from .grammar import (
     grammar_mask, require_grammar
 )
 from .items import (
-    GENERIC_EOT, GenItem, agree_items, engine_items, grammar_items, masks_items, oov_items,
+    GenItem, agree_items, engine_items, grammar_items, masks_items, oov_items,
     special_items, stop_items, template_items
 )
 from .masks import check_masks, check_out_of_vocab

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from harness.cases.model import Case
 from harness.errors import raise_again
-from .items import GENERIC_EOT
+from harness.models.markers import END_OF_TURN
 
 
 # =====================================================================================
@@ -207,8 +207,10 @@ class Vocab:
         return b"".join(self.piece(t, special) for t in tokens).decode("utf-8", errors="replace")
 
     def eot_texts(self, extra: Iterable[str] = ()) -> list[str]:
+        """Texts that must never appear in returned text: the model's end-of-generation token
+        texts, every known end-of-turn marker (harness/models/markers.py), the case's own."""
         own = [self._text(i) for i in self.eog_ids]
-        return list(dict.fromkeys([t for t in (*own, *GENERIC_EOT, *extra) if t]))
+        return list(dict.fromkeys([t for t in (*own, *END_OF_TURN, *extra) if t]))
 
 
 _VOCABS: "weakref.WeakKeyDictionary[Any, Vocab]" = weakref.WeakKeyDictionary()

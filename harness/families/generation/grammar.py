@@ -12,9 +12,10 @@ from harness.backends.base import (
 )
 from harness.cases.model import Case
 from harness.checks import mismatch
+from harness.outcome import CaseProblem, Outcome, run_or_skip
 from .calls import (
-    Outcome, chat_prompt, generate, leak_problems, memo, prompt_text, run_or_skip, stream_problems,
-    token_range_problems, trailing_whitespace, show_value
+    chat_prompt, generate, leak_problems, memo, prompt_text, stream_problems, token_range_problems,
+    trailing_whitespace, show_value
 )
 from .engine import GrammarParseError, capture_fd2, engine, llama_cpp_python_gbnf, vocab_of
 from .items import GenItem, MIN_ACCEPT_REJECT, WHITESPACE_RUN
@@ -223,6 +224,5 @@ def grammar_error(rt, case: Case, gbnf: str | None) -> str | None:
 def require_grammar(rt, item: GenItem, gbnf: str | None) -> None:
     msg = grammar_error(rt, item.case, gbnf)
     if msg:
-        import pytest
-        pytest.fail(f"{item.location()}: llama.cpp cannot parse the grammar of '{item.entry_id}' (not sent to "
-                    f"any backend: llama-cpp-python segfaults on an unparsable grammar): {msg}", pytrace=False)
+        raise CaseProblem(f"{item.location()}: llama.cpp cannot parse the grammar of '{item.entry_id}' (not sent "
+                          f"to any backend: llama-cpp-python segfaults on an unparsable grammar): {msg}")

@@ -15,11 +15,6 @@ from harness.families.items import GENERATORS, Item
 FAMILY = "generation"
 
 
-# End-of-turn texts that must never appear in returned text (plus each model's EOG token texts).
-GENERIC_EOT = ("<|im_end|>", "</s>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "<|end|>",
-               "<|eom_id|>", "<|END_OF_TURN_TOKEN|>")
-
-
 MIN_ACCEPT_REJECT = 20       # accept + reject strings per grammar
 
 

@@ -13,11 +13,6 @@ from harness.families.items import TOKENIZERS, Item
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
-# End-of-turn / end-of-text markers seen in real vocabs. If a vocab has one of these as a
-# token, llama.cpp must treat it as end-of-generation, or generation runs past the turn.
-EOT_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>",
-               "</s>", "<|return|>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>", "<|eom_id|>",
-               "<turn|>")
 
 # Multi-byte, combining, whitespace and code probes: what breaks detokenizers in the field.
 PROBES = (

@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.cases.model import Case, CaseSet, Context
-from harness.families.items import Item
+from harness.families.items import Item, GENERATORS
+from harness.outcome import CaseProblem, Outcome
 from .common import (
-    CHAT, CHAT_TOOL_CHOICES, CaseProblem, ENDPOINT_TEMPLATE, GENERATORS, GRAMMAR, Outcome, PRESENCE,
-    ROUND_TRIP, STREAM, WantCall, assistant_turn, compare_calls, declared_losses, format_for, options,
-    presence_losses, stable, tool_capable, tools_by_name, validate_call, wire_messages
+    CHAT, CHAT_TOOL_CHOICES, ENDPOINT_TEMPLATE, GRAMMAR, PRESENCE, ROUND_TRIP, STREAM,
+    WantCall, assistant_turn, compare_calls, declared_losses, format_for, options, presence_losses,
+    stable, tool_capable, tools_by_name, validate_call, wire_messages
 )
 from .handler import (
     capture_handler_prompt, check_handler_prompt, handler_items, prompt_problems, template_ref,

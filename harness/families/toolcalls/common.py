@@ -8,12 +8,11 @@ import copy
 import fnmatch
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.cases.globs import where_matches
 from harness.cases.model import Case
-from harness.checks import Mismatch
 
 
 FAMILY = "toolcalls"
@@ -40,8 +39,6 @@ HANDLER_TOOL_CHOICES = ("auto", "omitted", "named")
 CHAT_TOOL_CHOICES = ("required", "named")
 
 
-GENERATORS = ("llama-cpp-python", "llama-server", "openai")
-
 
 # The openai backend (any OpenAI-compatible endpoint) chats with whatever template the endpoint
 # serves: it cannot be chosen per request, so its chat calls have this one template label.
@@ -56,25 +53,6 @@ _TOOL_WORDS = re.compile(r"\btools\b|\btool_calls\b")
 
 def options(case: Case) -> dict[str, Any]:
     return case.check_options(FAMILY)
-
-
-# --- outcomes -------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    """What a check found: the golden (always written first), notes for the report, and the
-    problems that make it a conformance Mismatch."""
-    golden: dict[str, Any]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    header: str = ""
-
-    def conclude(self) -> None:
-        if self.problems:
-            raise Mismatch(self.header + "\n" + "\n".join(self.problems))
-
-
-class CaseProblem(Exception):
-    """The case file asks for something this family cannot do (plain failure, not a finding)."""
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

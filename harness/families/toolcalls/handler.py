@@ -11,9 +11,9 @@ from typing import Any, Iterable
 from harness.cases.model import Case, CaseSet
 from harness.checks import first_difference, short_diff
 from harness.families.items import Item, contexts_for
+from harness.outcome import CaseProblem, Outcome
 from .common import (
-    CaseProblem, FAMILY, HANDLER, HANDLER_TOOL_CHOICES, Outcome, options, tools_by_name, wanted_calls,
-    wire_messages
+    FAMILY, HANDLER, HANDLER_TOOL_CHOICES, options, tools_by_name, wanted_calls, wire_messages
 )
 
 

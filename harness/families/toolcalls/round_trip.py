@@ -11,8 +11,9 @@ from typing import Any, Iterable
 
 from harness.cases.model import Case, CaseSet
 from harness.families.items import Item, contexts_for
+from harness.outcome import Outcome, Skip
 from .common import (
-    FAMILY, Outcome, PRESENCE, ROUND_TRIP, assistant_turn, compare_calls, declared_losses, format_for,
+    FAMILY, PRESENCE, ROUND_TRIP, assistant_turn, compare_calls, declared_losses, format_for,
     options, presence_losses, stable, tool_call_index, tool_capable, wanted_calls
 )
 
@@ -104,10 +105,9 @@ def check_round_trip(rt, item: Item, hf, own_template: tuple[str | None, str, st
                                   eos_token=own_template[2])
     template = req.template
     if not tool_capable(template):
-        import pytest
-        pytest.skip(f"{case.id}: its chat template reads neither `tools` nor `tool_calls`: it cannot "
-                    f"express tool calls, so there is nothing to round-trip" if template else
-                    f"{case.id}: no chat template to round-trip")
+        raise Skip(f"{case.id}: its chat template reads neither `tools` nor `tool_calls`: it cannot "
+                   f"express tool calls, so there is nothing to round-trip" if template else
+                   f"{case.id}: no chat template to round-trip")
     fmt = item.params["format"]
     if fmt == "detect":
         fmt = format_for(case, template) or PRESENCE

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 from harness.cases.model import CaseSet
 from harness.checks import first_difference
 from harness.families.items import Item
-from .common import Outcome, STREAM, options, stable
+from harness.outcome import Outcome
+from .common import STREAM, options, stable
 
 
 # --- streaming with the model's real tokens ---------------------------------------------------------
