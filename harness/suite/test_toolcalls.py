@@ -10,6 +10,7 @@ import pytest
 
 from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
+from harness.families.toolcalls.llamafactory import extract_items as llamafactory_items
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import open_backend, skip_build_failure, skip_unsupported
@@ -21,6 +22,7 @@ PARAMETERS = {
     "grammar_item": tc.grammar_items,
     "chat_item": tc.chat_items,
     "model_format_item": model_behaviour.model_format_items,
+    "llamafactory_item": llamafactory_items,
 }
 
 
@@ -157,3 +159,16 @@ def test_model_format(model_format_item, harness_runtime, golden, record_propert
     outcome, behaviour = _run(model_behaviour.check_model_format, rt, it, backend)
     record_property("details", {"model_behaviour": behaviour})
     _conclude(outcome, golden, record_property)
+
+
+def test_llamafactory_extract(llamafactory_item, harness_cases, record_property):
+    """LLaMA-Factory's tool-call extractor of each wire format on that format's canned outputs,
+    against the harness's reference extractor (harness/families/toolcalls/llamafactory.py)."""
+    from harness.families.toolcalls.llamafactory import check_extract
+    try:
+        details, finding = check_extract(llamafactory_item, harness_cases.root)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"llamafactory": details})
+    if finding is not None:
+        raise finding
