@@ -11,6 +11,7 @@ import pytest
 from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
 from harness.families.toolcalls.llamafactory import extract_items as llamafactory_items
+from harness.families.toolcalls.llamafactory_prompt import prompt_items as llamafactory_prompt_items
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import open_backend, skip_build_failure, skip_unsupported
@@ -23,6 +24,7 @@ PARAMETERS = {
     "chat_item": tc.chat_items,
     "model_format_item": model_behaviour.model_format_items,
     "llamafactory_item": llamafactory_items,
+    "llamafactory_prompt_item": llamafactory_prompt_items,
 }
 
 
@@ -167,6 +169,19 @@ def test_llamafactory_extract(llamafactory_item, harness_cases, record_property)
     from harness.families.toolcalls.llamafactory import check_extract
     try:
         details, finding = check_extract(llamafactory_item, harness_cases.root)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"llamafactory": details})
+    if finding is not None:
+        raise finding
+
+
+def test_llamafactory_prompt(llamafactory_prompt_item, harness_cases, record_property):
+    """LLaMA-Factory's first-turn system block with tools (its template.py slots and tool_formatter)
+    against the model template's rendering of the same tools (families/toolcalls/llamafactory_prompt.py)."""
+    from harness.families.toolcalls.llamafactory_prompt import check_prompt
+    try:
+        details, finding = check_prompt(llamafactory_prompt_item, harness_cases.root)
     except Unsupported as exc:
         skip_unsupported(exc)
     record_property("details", {"llamafactory": details})
