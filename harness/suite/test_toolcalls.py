@@ -163,27 +163,26 @@ def test_model_format(model_format_item, harness_runtime, golden, record_propert
     _conclude(outcome, golden, record_property)
 
 
-def test_llamafactory_extract(llamafactory_item, harness_cases, record_property):
-    """LLaMA-Factory's tool-call extractor of each wire format on that format's canned outputs,
-    against the harness's reference extractor (harness/families/toolcalls/llamafactory.py)."""
-    from harness.families.toolcalls.llamafactory import check_extract
+
+def _llamafactory(check, item, root, record_property):
     try:
-        details, finding = check_extract(llamafactory_item, harness_cases.root)
+        details, finding = check(item, root)
     except Unsupported as exc:
         skip_unsupported(exc)
     record_property("details", {"llamafactory": details})
     if finding is not None:
         raise finding
+
+
+def test_llamafactory_extract(llamafactory_item, harness_cases, record_property):
+    """LLaMA-Factory's tool-call extractor of each wire format on that format's canned outputs,
+    against the harness's reference extractor (harness/families/toolcalls/llamafactory.py)."""
+    from harness.families.toolcalls.llamafactory import check_extract
+    _llamafactory(check_extract, llamafactory_item, harness_cases.root, record_property)
 
 
 def test_llamafactory_prompt(llamafactory_prompt_item, harness_cases, record_property):
     """LLaMA-Factory's first-turn system block with tools (its template.py slots and tool_formatter)
     against the model template's rendering of the same tools (families/toolcalls/llamafactory_prompt.py)."""
     from harness.families.toolcalls.llamafactory_prompt import check_prompt
-    try:
-        details, finding = check_prompt(llamafactory_prompt_item, harness_cases.root)
-    except Unsupported as exc:
-        skip_unsupported(exc)
-    record_property("details", {"llamafactory": details})
-    if finding is not None:
-        raise finding
+    _llamafactory(check_prompt, llamafactory_prompt_item, harness_cases.root, record_property)
