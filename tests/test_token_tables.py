@@ -40,6 +40,12 @@ def test_a_documented_call_that_fails_is_the_finding():
     assert ttc.table_problems(table, 10, {"eos": 9}, text) == ["build(n_vocab=4) fails: ValueError: too small"]
 
 
+def test_refusing_a_size_below_n_vocab_is_right():
+    table = tt.Table("x", "build(n_vocab=8)", error="ValueError: too small")
+    assert ttc.table_problems(table, 10, {"eos": 9}, text, requested=8) == []
+    assert ttc.table_problems(table, 10, {"eos": 9}, text, requested=10) == ["build(n_vocab=8) fails: ValueError: too small"]
+
+
 def test_the_base_vocab_is_the_size_below_the_trailing_special_block():
     assert tt.base_vocab_size(128256, range(128000, 128256)) == 128000       # Llama 3
     assert tt.base_vocab_size(10, {0, 1, 9}) == 9
