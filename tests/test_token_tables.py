@@ -183,3 +183,12 @@ def test_items_cover_every_library_and_variant():
     assert set(tt.VARIANTS) == {tt.LMFE, tt.LMFE_LLAMA, tt.XGRAMMAR, tt.LLGUIDANCE, tt.OUTLINES}
     assert item(tt.XGRAMMAR, "n_vocab").params["vocab_size"] == "n_vocab"
     assert item(tt.XGRAMMAR, "n_vocab").id == "tiny,xgrammar,n_vocab"
+
+
+def test_lm_format_enforcers_llama_table_on_a_large_vocab_is_nightly_only(monkeypatch):
+    monkeypatch.delenv("HARNESS_TOKEN_TABLES", raising=False)
+    tt.require_small_vocab(tt.LMFE_LLAMA_DEFAULT_MAX)
+    with pytest.raises(Unsupported, match="HARNESS_TOKEN_TABLES=all"):
+        tt.require_small_vocab(tt.LMFE_LLAMA_DEFAULT_MAX + 1)
+    monkeypatch.setenv("HARNESS_TOKEN_TABLES", "all")
+    tt.require_small_vocab(262144)

@@ -30,15 +30,11 @@ from harness.checks import Mismatch
 from harness.families.items import Item
 from harness.families.tokenizer.checks import has_vocab
 from harness.families.tokenizer.token_tables import (LMFE_LLAMA, VARIANTS, Table, build_table, import_library,
-                                                     library_version, requested_size)
+                                                     library_version, require_small_vocab, requested_size)
 
 CHECK = "tokenizer.token_table"
 FACTS_VERSION = "v1"      # bump when what a table's facts mean, or how they are measured, changes
 SHOW = 10                 # ids named per finding
-# lm-format-enforcer's llama-cpp-python table calls llm.detokenize once per id in Python: 5 s for
-# SmolLM2's 49k ids, 1.5-6 min for the 100k-262k vocabs here (cold). Those run in the nightly run
-# (HARNESS_TOKEN_TABLES=all) and skip in the default one, on every machine alike.
-LMFE_LLAMA_DEFAULT_MAX = 65536
 
 
 @dataclass(frozen=True)
@@ -156,10 +152,8 @@ def check_token_table(item: Item, hf, llama) -> tuple[dict[str, Any], Mismatch |
                               f"ids, so no base vocab below it")
         if tokenizer is not None and size == tokenizer.vocab_size:
             raise Unsupported(f"base vocab {size} = tokenizer.vocab_size: the same table as the hf_vocab_size variant")
-    if (library == LMFE_LLAMA and lv.n_vocab > LMFE_LLAMA_DEFAULT_MAX
-            and os.environ.get("HARNESS_TOKEN_TABLES") != "all"):
-        raise Unsupported(f"{library}'s table is a Python pass over all {lv.n_vocab} ids (minutes); vocabs over "
-                          f"{LMFE_LLAMA_DEFAULT_MAX} ids run in the nightly run (HARNESS_TOKEN_TABLES=all)")
+    if library == LMFE_LLAMA:
+        require_small_vocab(lv.n_vocab)
     table, cache = cached_table(library, variant, size, hf, llama)
     # the end-of-generation id a table must allow: llama.cpp's eos (its eot only where there is no
     # eos). Its other EOG ids (eot, FIM ends, ...) are recorded; many are not ends of a reply.
