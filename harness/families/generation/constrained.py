@@ -37,7 +37,9 @@ LIBRARIES = (LMFE_LLAMA, XGRAMMAR, LLGUIDANCE, LLAMA_GRAMMAR)
 
 
 def constrained_items(cases: CaseSet, available: Iterable[str]) -> list[GenItem]:
-    out = []
+    out: list[GenItem] = []
+    if "llama-cpp-python" not in list(available):    # every library drives a llama-cpp-python generation
+        return out
     for c in cases.cases:
         if c.kind != "model" or not c.has_weights:
             continue

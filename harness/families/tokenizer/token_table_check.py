@@ -43,6 +43,8 @@ class TableItem(Item):
 
 
 def token_table_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
+    if "llama-cpp-python" not in list(available):    # the real id space is llama.cpp's
+        return []
     return [TableItem(c, CHECK, extra=(("library", lib), ("vocab_size", v)))
             for c in cases.cases if has_vocab(c) for lib, variants in VARIANTS.items() for v in variants]
 
