@@ -170,7 +170,7 @@ def cmd_report(ns: argparse.Namespace, extra: list[str]) -> int:
     changes = None
     try:
         if ns.baseline:
-            from harness.report.compare import compare, load_result_set
+            from harness.report.changes import compare, load_result_set
             changes = compare(load_result_set(ns.baseline), load_result_set(ns.dir))
         written = build_report(Path(ns.dir), changes=changes)
     except (OSError, ValueError) as exc:

@@ -10,20 +10,19 @@ the plugin costs nothing in test runs that do not use it.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.cases.model import CaseSet, discover
-
-RESULTS_KEY = pytest.StashKey[dict]()
-CASESET_KEY = pytest.StashKey[CaseSet]()
-OPENAI_CAPS_KEY = pytest.StashKey[list]()
+from harness.cases.model import CaseSet
+from .session import (
+    ADDRESS, CONFIG, MEMORY_KEY, RESULTS_KEY, caseset, check_declared_defect,
+    check_stale_goldens, configure_openai, empty_shard, memory_summary, merge_worker_errors,
+    option_path, own_usage, prebuild_server, present_backends, result_summary,
+    session_runtime, stable_message, whole_modules
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "@FILE, a JSON or YAML list")
     group.addoption("--threads", type=int, default=1, help="backend threads (recorded in results)")
     group.addoption("--seed", type=int, default=1234, help="sampling seed (recorded in results)")
-    # limits (harness/run/isolation.py): a hung check fails alone; a check that eats memory fails alone
+    # limits (harness/run/fork.py, memory_watch.py): a hung check fails alone; a check that eats memory fails alone
     group.addoption("--case-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="fail a suite check that runs longer than this (pytest-timeout, signal method; "
                          "0: off; pytest-timeout's own --timeout / ini timeout win when given)")
@@ -63,55 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="balance --shard by the check durations of this earlier results.json")
 
 
-def _root(config: pytest.Config, option: str, default: str) -> Path:
-    value = config.getoption(option)
-    return Path(value).resolve() if value else Path(config.rootpath) / default
-
-
-def caseset(config: pytest.Config) -> CaseSet:
-    if CASESET_KEY not in config.stash:
-        config.stash[CASESET_KEY] = discover(_root(config, "--cases", "cases"),
-                                             select=config.getoption("--case") or None)
-    return config.stash[CASESET_KEY]
-
-
-def openai_capabilities(value: str) -> list[str]:
-    """--openai-capabilities: "chat,stream,tools" or "@path/to/file" holding a JSON or YAML list.
-    Raises ValueError (with the file and the problem) for anything else."""
-    if not value.startswith("@"):
-        return [c.strip() for c in value.split(",") if c.strip()]
-    path = Path(value[1:]).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"--openai-capabilities {value}: cannot read {path}: {exc.strerror or exc}") from None
-    import yaml                      # YAML is a superset of JSON: one parser reads both
-    try:
-        caps = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--openai-capabilities {value}: {path} is neither JSON nor YAML: {exc}") from None
-    if not isinstance(caps, list) or not all(isinstance(c, str) and c.strip() for c in caps):
-        raise ValueError(f"--openai-capabilities {value}: {path} must hold a list of capability names, "
-                         f"e.g. [chat, stream, tools]; got {json.dumps(caps)[:200]}")
-    return [c.strip() for c in caps]
-
-
-def _configure_openai(config: pytest.Config) -> None:
-    try:
-        caps = openai_capabilities(config.getoption("--openai-capabilities"))
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if config.getoption("--openai-url"):
-        from .backends.openai_compat import POSSIBLE
-        unknown = sorted(set(caps) - POSSIBLE)
-        if unknown:
-            raise pytest.UsageError(f"--openai-capabilities: the openai backend cannot provide {unknown} "
-                                    f"(possible: {', '.join(sorted(POSSIBLE))})")
-    config.stash[OPENAI_CAPS_KEY] = caps
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    _configure_openai(config)
+    configure_openai(config)
     config.addinivalue_line("markers", "harness_item(check): a parametrized conformance check")
     config.addinivalue_line("markers", "harness_defect(defect): a known defect with `match:`, checked on failure")
     # checks record their properties for results.json, not for JUnit's xunit2 (which has no place
@@ -122,17 +74,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         # xdist worker: its signal handling (harness/run/server_build.py) is in place from the start,
         # so the SIGINT execnet may send it at shutdown is recognised as expected
-        from harness.run.server_build import install_cleanup
+        from harness.run.server_process import install_cleanup
         install_cleanup()
     if hasattr(config.option, "disable_unused_snapshots"):
         # Unused goldens are found by the harness (review.stale_goldens, in linear time, also
         # under xdist); syrupy's own search compares every golden with every ran test and took
         # more than ten minutes for the default suite run serially.
         config.option.disable_unused_snapshots = True
-
-
-# --- limits: memory ceiling and per-check timeout (harness/run/isolation.py) -------------------------
-MEMORY_KEY = pytest.StashKey[Any]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -148,7 +96,7 @@ def pytest_runtest_call(item: pytest.Item):
     if getattr(getattr(item, "module", None), "PARAMETERS", None) and item.config.getoption("--memory-ceiling"):
         watch = item.config.stash.get(MEMORY_KEY, None)
         if watch is None:
-            from harness.run.isolation import MemoryWatch
+            from harness.run.memory_watch import MemoryWatch
             watch = item.config.stash[MEMORY_KEY] = MemoryWatch(item.config.getoption("--memory-ceiling")).start()
         watch.running(item.nodeid)
     try:
@@ -156,29 +104,14 @@ def pytest_runtest_call(item: pytest.Item):
     finally:
         if watch is not None:
             watch.running(None)
-    _check_declared_defect(item, outcome)
-
-
-def _check_declared_defect(item: pytest.Item, outcome: Any) -> None:
-    """A known defect with `match:` expects exactly that finding: any other Mismatch becomes a
-    DefectChanged, which the strict xfail (raises=Mismatch) does not accept."""
-    marker = item.get_closest_marker("harness_defect")
-    excinfo = getattr(outcome, "excinfo", None)
-    if marker is None or excinfo is None:
-        return
-    from .checks import DefectChanged, Mismatch
-    defect, exc = marker.args[0], excinfo[1]
-    if isinstance(exc, Mismatch) and not defect.explains(str(exc)):
-        outcome.force_exception(DefectChanged(
-            f"{defect.file}:{defect.line}: the declared known defect expects a message matching "
-            f"{defect.match!r}, but the check failed differently:\n{exc}"))
+    check_declared_defect(item, outcome)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """--dist loadgroup: never re-run the check a worker crashed on (harness/run/isolation.py)."""
+    """--dist loadgroup: never re-run the check a worker crashed on (harness/run/scheduler.py)."""
     if config.getvalue("dist") == "loadgroup":
-        from harness.run.isolation import crash_safe_loadgroup_scheduler
+        from harness.run.scheduler import crash_safe_loadgroup_scheduler
         return crash_safe_loadgroup_scheduler(config, log)
     return None
 
@@ -191,7 +124,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--shard"):
         from harness.run.shard import select
         config.stash[RESULTS_KEY]["shard"] = record = select(config, items)
-        record["whole_modules"] = _whole_modules(config, shard=False)   # stale goldens: `harness merge`
+        record["whole_modules"] = whole_modules(config, shard=False)   # stale goldens: `harness merge`
     limit = config.getoption("--case-timeout")
     if not limit or not config.pluginmanager.hasplugin("timeout"):
         return
@@ -232,7 +165,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         available = [b for b in ALL_BACKENDS if (not filters or b in filters)
                      and (b != "openai" or config.getoption("--openai-url"))]
         params = []
-        for item in expand(cases, _present(available)):
+        for item in expand(cases, present_backends(available)):
             # with `-n N --dist loadgroup`, all items of a case run on one worker: each model
             # is loaded once, and a native crash takes down only that worker's current test.
             # (The scheduler groups by the case in the id, isolation.group_of: under pytest 9
@@ -248,38 +181,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(argname, params)
 
 
-def _present(names: list[str]) -> list[str]:
-    """Backends whose code is installed here. llama-server joins once its module exists."""
-    import importlib.util
-    from .backends.base import backend_targets
-    out = []
-    for n in names:
-        module = backend_targets().get(n, "").partition(":")[0]
-        if module and importlib.util.find_spec(module) is not None:
-            out.append(n)
-    return out
-
-
-# --- fixtures ----------------------------------------------------------------------------
-def _runtime(config: pytest.Config):
-    """The run's Runtime, from the command line (nothing is loaded until a check asks)."""
-    from .backends.base import BackendOptions
-    from harness.run.runtime import Runtime
-    extra = {k: v for k, v in {
-        "server_url": config.getoption("--server-url"), "server_binary": config.getoption("--server-binary"),
-        "llama_cpp_tree": config.getoption("--llama-cpp-tree"), "base_url": config.getoption("--openai-url"),
-        "capabilities": config.stash[OPENAI_CAPS_KEY],
-    }.items() if v}
-    return Runtime(BackendOptions(threads=config.getoption("--threads"), seed=config.getoption("--seed"),
-                                  extra=extra),
-                   backend_filter=config.getoption("--backend") or None,
-                   model_dirs=[Path(d) for d in config.getoption("--model-dir")])
-
-
 @pytest.fixture(scope="session")
 def harness_runtime(request: pytest.FixtureRequest):
     config = request.config
-    rt = _runtime(config)
+    rt = session_runtime(config)
     config.stash[RESULTS_KEY]["runtime"] = rt
     yield rt
     config.stash[RESULTS_KEY]["backends"] = rt.backend_infos()
@@ -297,7 +202,7 @@ def harness_cases(request: pytest.FixtureRequest) -> CaseSet:
 def golden(snapshot, request: pytest.FixtureRequest):
     """syrupy's snapshot, writing JSON into the repository's golden/ folder."""
     from harness.report.snapshots import golden_extension
-    return snapshot.use_extension(golden_extension(_root(request.config, "--golden-dir", "golden")))
+    return snapshot.use_extension(golden_extension(option_path(request.config, "--golden-dir", "golden")))
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -318,10 +223,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # runs on the controller with xdist too: reports carry user_properties across
-    config = _CONFIG.get("config")
+    config = CONFIG.get("config")
     if config is None:
         return
-    # when "???": xdist's report for the check a worker crashed on (harness/run/isolation.py)
+    # when "???": xdist's report for the check a worker crashed on (harness/run/scheduler.py)
     if report.when in ("call", "???") or (report.when == "setup" and report.outcome != "passed") or (
             report.when == "teardown" and report.outcome == "failed"):
         props = dict(report.user_properties)
@@ -340,7 +245,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             "nodeid": report.nodeid, "outcome": outcome, "duration": round(report.duration, 4),
             **(meta or {}), "backend_info": props.get("backend_info"), "rss_mib": props.get("rss_mib"),
             "details": props.get("details"),
-            "summary": ADDRESS.sub("0x…", _summary(report)),
+            "summary": ADDRESS.sub("0x…", result_summary(report)),
             "worker": getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None),
             # object addresses and xdist's "[gwN] linux -- Python ..." header differ between
             # identical runs; results.json should not
@@ -349,41 +254,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         })
 
 
-def _summary(report) -> str:
-    """The finding in one line: the first line of the exception's message, without its type."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if report.outcome == "passed" or crash is None:
-        return ""
-    first = (crash.message or "").strip().splitlines()[0] if (crash.message or "").strip() else ""
-    return re.sub(r"^(?:[\w.]+\.)?(?:Mismatch|Failed|AssertionError): ", "", first)[:500]
-
-
-_CONFIG: dict[str, Any] = {}
-ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{8,16}\b")
-WORKER_LINE = re.compile(r"^\[gw\d+\] \S+ -- Python .*\n", re.M)
-MESSAGE_CHARS = 4000
-
-
-def stable_message(message: str) -> str:
-    """A failure message as results.json keeps it: the same for identical runs. Object addresses
-    and xdist's worker header are removed before the message is cut to its last MESSAGE_CHARS
-    (cut first, an address could lose its 0x and survive as digits that differ per run)."""
-    return ADDRESS.sub("0x…", WORKER_LINE.sub("", message).lstrip("\n"))[-MESSAGE_CHARS:]
-
-
-def memory_summary(controller: dict, workers: dict[str, dict]) -> dict[str, Any]:
-    """Peak resident memory of the run, per process; `upper_bound_mib` sums every process's own
-    peak (they need not peak together, so the true simultaneous peak is at most that)."""
-    procs = {"controller": controller["peak_rss_mib"], **{w: m["peak_rss_mib"] for w, m in sorted(workers.items())}}
-    servers = [p for m in (controller, *workers.values()) for p in m["llama_server_peaks_mib"]]
-    return {"processes_mib": procs, "max_process_mib": max(procs.values()),
-            "llama_server_peaks_mib": sorted(servers, reverse=True),
-            "upper_bound_mib": sum(procs.values()) + sum(servers)}
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
+    CONFIG["config"] = session.config
     config = session.config
     if hasattr(config, "workerinput") or RESULTS_KEY not in config.stash:
         return
@@ -392,74 +265,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     value = config.getoption("--golden-dir", default=None)
     golden_dir = Path(value) if value else Path(config.rootpath) / "golden"
     config.stash[RESULTS_KEY]["golden_mtimes"] = golden_mtimes(golden_dir) if golden_dir.is_dir() else None
-    _prebuild_server(config)
-
-
-def _prebuild_server(config: pytest.Config) -> None:
-    """Build (or find in the cache) llama-server once, before the checks start: a first build
-    takes ~10 minutes, longer than one check's --case-timeout, and workers would otherwise wait
-    for it inside a check. A failure is not raised here: the server's checks skip with it and the
-    run reports it once (harness/run/runtime.py build_failed). Workers share this run's id, so a build
-    that failed here is not retried by each of them."""
-    here = Path(__file__).parent
-    suites = (here / "suite", here / "bench_suite")
-    args = [Path(str(a).split("::")[0]).resolve() for a in config.args]
-    if not any(a == d or d in a.parents for a in args for d in suites):
-        return                                   # not a conformance or benchmark run
-    os.environ.setdefault("HARNESS_RUN_ID", f"run-{os.getpid()}-{int(time.time())}")
-    filters = config.getoption("--backend") or []
-    if (filters and "llama-server" not in filters) or config.option.collectonly or any(
-            config.getoption(o) for o in ("--server-url", "--server-binary")):
-        return
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    say = (lambda m: tr.write_line(m)) if tr is not None else (lambda m: None)
-    from importlib.metadata import PackageNotFoundError
-
-    from .backends.server import resolve_server
-    from .errors import SourceError
-    from harness.run.server_build import ServerBuildError
-    try:
-        # the tree and options the server backend itself will resolve (Runtime.options_for), so
-        # the workers find exactly this build
-        built = resolve_server(_runtime(config).options_for("llama-server").extra, log=say)
-    except PackageNotFoundError:
-        return                                   # no llama-cpp-python and no tree given: no server
-    except ServerBuildError as exc:
-        say(f"llama-server: {exc.headline} (its checks will be skipped; log tail in the summary)")
-        return
-    except (SourceError, OSError) as exc:
-        say(f"llama-server: no llama.cpp tree to build from: {str(exc).splitlines()[0]}")
-        return
-    how = "reused cached build" if built.cached else f"built in {built.build_seconds:.0f}s"
-    say(f"llama-server: {how} {built.key} ({built.binary})")
-
-
-def _own_usage(state: dict) -> dict[str, Any]:
-    """This process's share of the run: where its models came from, its peak memory and that of
-    the llama-servers it started (MiB, from /proc)."""
-    from harness.run.memory import rss_mib
-    from harness.run.server_build import SERVER_PEAKS_MIB
-    return {"models": dict(state.get("models") or {}),
-            "memory": {"peak_rss_mib": rss_mib()[1], "llama_server_peaks_mib": list(SERVER_PEAKS_MIB)},
-            "errors": list(state.get("own_errors") or []), "shard": state.get("shard")}
-
-
-def _merge_errors(state: dict, errors: list[dict]) -> None:
-    """Run-level errors from this process and every xdist worker, once each (results.merge_errors)."""
-    from harness.report.results import merge_errors
-    merge_errors(state.setdefault("errors", []), errors)
+    prebuild_server(config)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's models and memory (a crashed worker sends none)."""
-    config = _CONFIG.get("config")
+    config = CONFIG.get("config")
     usage = getattr(node, "workeroutput", {}).get("harness") if config is not None else None
     if usage:
         state = config.stash[RESULTS_KEY]
         state.setdefault("models", {}).update(usage["models"])
         state.setdefault("workers", {})[node.gateway.id] = usage["memory"]
-        _merge_errors(state, usage.get("errors") or [])
+        merge_worker_errors(state, usage.get("errors") or [])
         if usage.get("shard") and not state.get("shard"):
             state["shard"] = usage["shard"]           # every worker plans the same shards
 
@@ -468,71 +286,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash[RESULTS_KEY]
     if hasattr(config, "workerinput"):
-        config.workeroutput["harness"] = _own_usage(state)     # to the controller (above)
-        from harness.run.server_build import session_finished
+        config.workeroutput["harness"] = own_usage(state)     # to the controller (above)
+        from harness.run.server_process import session_finished
         session_finished()
         return
     if not state["tests"]:
         if config.getoption("--shard"):
-            _empty_shard(session, state)
+            empty_shard(session, state)
         return
-    _check_stale_goldens(session, state)
-    own = _own_usage(state)
+    check_stale_goldens(session, state)
+    own = own_usage(state)
     state.setdefault("models", {}).update(own["models"])
-    _merge_errors(state, own["errors"])
+    merge_worker_errors(state, own["errors"])
     state["memory"] = memory_summary(own["memory"], state.get("workers", {}))
     from harness.report.results import write_results
-    path = write_results(_root(config, "--report-dir", "reports"), state, config, exitstatus)
+    path = write_results(option_path(config, "--report-dir", "reports"), state, config, exitstatus)
     config.stash[RESULTS_KEY]["written"] = path
-    from harness.report.build import write_report; write_report(path.parent, golden_dir=_root(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report/build.py)
-
-
-def _empty_shard(session: pytest.Session, state: dict) -> None:
-    """A shard the plan gave no checks: it says so, writes its (empty) results for the merge
-    and exits 0."""
-    config = session.config
-    spec = config.getoption("--shard")
-    state.setdefault("shard", None)
-    state["shard"] = state["shard"] or {"spec": spec, "index": int(spec.split("/")[0]),
-                                        "total": int(spec.split("/")[1]), "items": 0}
-    state["memory"] = memory_summary(_own_usage(state)["memory"], state.get("workers", {}))
-    if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-        session.exitstatus = pytest.ExitCode.OK
-    from harness.report.results import write_results
-    state["written"] = write_results(_root(config, "--report-dir", "reports"), state, config, session.exitstatus)
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"shard {spec}: no checks in this shard (the plan put every case elsewhere); "
-                      f"results written to {os.path.relpath(state['written'])}")
-
-
-def _whole_modules(config: pytest.Config, shard: bool = True) -> bool:
-    """The run covers whole test modules: no case, backend, keyword, mark or node selection (and,
-    unless shard=False, no --shard: the merge of all shards covers them)."""
-    return not (config.getoption("--case") or config.getoption("--backend") or (shard and config.getoption("--shard"))
-                or config.option.keyword
-                or config.option.markexpr or getattr(config.option, "lf", False)
-                or any("::" in str(a) for a in config.args))
-
-
-def _check_stale_goldens(session: pytest.Session, state: dict) -> None:
-    """A golden no check produced is stale (a renamed check or case, a removed context): the run
-    fails until it is removed; --update-goldens (--snapshot-update) removes it."""
-    config = session.config
-    if not _whole_modules(config):
-        return
-    from harness.report.review import stale_goldens
-    golden_dir = _root(config, "--golden-dir", "golden")
-    stale = stale_goldens(golden_dir, state["tests"])
-    if not stale:
-        return
-    if config.getoption("--snapshot-update", default=False):
-        for f in stale:
-            f.unlink(missing_ok=True)
-        state["stale_goldens"] = {"removed": [str(f.relative_to(golden_dir)) for f in stale]}
-    else:
-        state["stale_goldens"] = {"found": [str(f.relative_to(golden_dir)) for f in stale]}
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    from harness.report.build import write_report; write_report(path.parent, golden_dir=option_path(config, "--golden-dir", "golden"))  # noqa: E702 (harness/report/build.py)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -206,7 +206,7 @@ def test_file_that_is_not_there(run):
 
 def test_check_gguf_names_each_cause(tmp_path, smollm2_gguf):
     """The structural check on its own, including the causes the suite run does not cover."""
-    from harness.run.isolation import ModelFileError, check_gguf
+    from harness.run.gguf_check import ModelFileError, check_gguf
     data = smollm2_gguf.read_bytes()[:200_000]
     cases = {
         "empty": (b"", "truncated: the file ends at byte 0 inside the magic number"),

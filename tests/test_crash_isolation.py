@@ -30,7 +30,7 @@ DOUBLES = textwrap.dedent('''
     import time
 
     from harness.families import items as expand
-    from harness.run import isolation
+    from harness.run import probe
     from harness.backends import base
 
 
@@ -74,7 +74,7 @@ DOUBLES = textwrap.dedent('''
         base.register(_cls.name, f"crash_doubles:{_cls.__name__}")
     expand.RENDERERS = (*expand.RENDERERS, "crashy", "crashy-load", "hangs")
     expand.ALL_BACKENDS = (*expand.ALL_BACKENDS, "crashy", "crashy-load", "hangs")
-    isolation.RISKY_LOADS.add("crashy-load")     # its load is probed in a child first
+    probe.RISKY_LOADS.add("crashy-load")     # its load is probed in a child first
 ''')
 
 
@@ -178,7 +178,7 @@ def test_results_record_models_and_memory_of_every_worker_even_when_some_crashed
 def test_run_isolated_outcomes():
     import ctypes
 
-    from harness.run.isolation import run_isolated
+    from harness.run.fork import run_isolated
 
     def segfault():
         ctypes.string_at(0)
@@ -240,7 +240,7 @@ INTERRUPTED = textwrap.dedent('''
     import time
     from pathlib import Path
     from harness.families.hostile import checks as hostile
-    from harness.run.isolation import run_isolated
+    from harness.run.fork import run_isolated
     from harness.run.server_build import ServerProcess, build_llama_server
     from harness.models.sources import llama_cpp_tree
 
@@ -292,9 +292,9 @@ def test_ctrl_c_leaves_no_process_and_no_temporary_file(tmp_path, smollm2_gguf):
 
 
 def test_memory_ceiling_fails_the_running_check_only():
-    """--memory-ceiling's watcher (harness/run/isolation.py MemoryWatch): over the ceiling while a
+    """--memory-ceiling's watcher (harness/run/memory_watch.py MemoryWatch): over the ceiling while a
     check runs raises MemoryCeilingExceeded in that check; between checks nothing is raised."""
-    from harness.run.isolation import MemoryCeilingExceeded, MemoryWatch
+    from harness.run.memory_watch import MemoryCeilingExceeded, MemoryWatch
     watch = MemoryWatch(ceiling_mib=1, interval_s=0.05).start()     # any process is over 1 MiB
     try:
         time.sleep(0.3)                                              # no check running: nothing raised
@@ -316,7 +316,7 @@ def test_memory_ceiling_fails_the_running_check_only():
 def test_loadgroup_units_are_cases():
     """pytest 9 ignores xdist's `@group` nodeid suffix (item._nodeid); the scheduler groups suite
     checks by the case in their id instead, so a case's models load on one worker."""
-    from harness.run.isolation import group_of
+    from harness.run.scheduler import group_of
     assert group_of("harness/suite/test_templates.py::test_render[smollm2-135m-instruct,single-user,gen,hf]") \
         == group_of("harness/suite/test_tokenizer.py::test_differential[smollm2-135m-instruct,plain,llama-server]") \
         == "smollm2-135m-instruct"

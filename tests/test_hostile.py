@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.families.hostile import checks as hostile
-from harness.families.hostile.checks import PAYLOADS, Canary
+from harness.families.hostile.payloads import PAYLOADS, Canary
 
 PYTHON_BOUND_S = hostile.PY_TIMEOUT_S + 5           # the kill, plus fork and pickling slack
 SERVER_BOUND_S = hostile.SERVER_START_S + hostile.SERVER_REQUEST_S + 10

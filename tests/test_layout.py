@@ -155,7 +155,6 @@ def test_every_suite_family_has_its_module():
             assert (ROOT / (f.suite.replace(".", "/") + ".py")).is_file(), f.suite
 
 
-@pytest.mark.xfail(strict=True, reason="phase 2 of issue 14: the big modules are not split yet")
 def test_modules_under_the_size_limit():
     big = [f"{p.relative_to(ROOT)}: {n}" for p in HARNESS.rglob("*.py")
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from harness.bench import overhead_phases as op
-from harness.bench.core import Clock
+from harness.bench.overhead import Clock
 
 
 def _spin(seconds: float) -> None:
@@ -42,7 +42,7 @@ def test_phases_are_exclusive_of_backend_calls_and_nested_phases():
 
 
 def test_a_forked_child_is_backend_time_except_the_calibrated_fork_cost():
-    from harness.run.isolation import run_isolated
+    from harness.run.fork import run_isolated
     clock = Clock()
     timer = op.PhaseTimer(clock)
     out = timer.timed_fork(run_isolated, _spin, 0.2, timeout_s=30)

@@ -235,7 +235,7 @@ def test_a_clean_run_says_passed(tmp_path):
 
 
 def test_stable_message_elides_addresses_before_cutting():
-    from harness.plugin import MESSAGE_CHARS, stable_message
+    from harness.session import MESSAGE_CHARS, stable_message
     tail = "x" * (MESSAGE_CHARS - 8)
     a = stable_message("<object at 0x7f3f024d85e0>" + tail)
     b = stable_message("<object at 0x7fe9b2a6a520>" + tail)

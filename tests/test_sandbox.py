@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.backends import sandbox as sb
-from harness.backends.sandbox import Limits, RenderLimitExceeded, SandboxViolation, TemplateRaised, render, render_chat
+from harness.backends.sandbox_guards import Limits, RenderLimitExceeded, SandboxViolation, TemplateRaised
+from harness.backends.sandbox import render, render_chat
 
 REPO = Path(__file__).resolve().parents[1]
 MSGS = [{"role": "user", "content": "hi"}]

@@ -1,11 +1,11 @@
-"""The suite's xdist scheduler (harness.run.isolation.crash_safe_loadgroup_scheduler) survives
+"""The suite's xdist scheduler (harness.run.scheduler.crash_safe_loadgroup_scheduler) survives
 workers that crash while others are still collecting (pytest-xdist #1362: a dead worker's
 collection was kept, and scheduling a still-collecting replacement raised KeyError)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from harness.run.isolation import crash_safe_loadgroup_scheduler
+from harness.run.scheduler import crash_safe_loadgroup_scheduler
 
 
 class Node:

@@ -192,7 +192,7 @@ def test_killing_llama_server_mid_run_fails_only_the_check_that_found_it(project
 @pytest.fixture
 def endpoint(built_server, smollm2_gguf):
     """A llama-server started here, as a user would start one (--jinja: tools supported)."""
-    from harness.run.server_build import ServerProcess
+    from harness.run.server_process import ServerProcess
     server = ServerProcess(built_server.binary, ["-m", str(smollm2_gguf), "-c", "2048", "--threads", "1",
                                                  "--threads-batch", "1", "--parallel", "1", "--seed", "1234",
                                                  "--jinja", "--no-webui"], env=built_server.env())
@@ -268,7 +268,7 @@ def test_openai_url_runs_chat_generation_and_tool_call_checks(project, endpoint)
 
 
 def test_openai_capabilities_option(tmp_path, pytester):
-    from harness.plugin import openai_capabilities
+    from harness.session import openai_capabilities
     assert openai_capabilities("chat, stream,tools") == ["chat", "stream", "tools"]
     (tmp_path / "caps.json").write_text('["chat", "complete"]')
     (tmp_path / "caps.yaml").write_text("# what the endpoint can do\n- chat\n- tools\n")

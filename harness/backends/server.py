@@ -44,8 +44,8 @@ from harness.backends.openai_compat import (ConnectError, HttpClient, HttpError,
                                             stream_generation)
 from harness.backends.stream import generation_from_reply
 from harness.models.sources import file_sha256
-from harness.run.server_build import (BuiltServer, ServerProcess, build_llama_server, describe_exit,
-                                  server_version)
+from harness.run.server_build import BuiltServer, build_llama_server, server_version
+from harness.run.server_process import ServerProcess, describe_exit
 
 CAPABILITIES = frozenset({RENDER, TOKENIZE, DETOKENIZE, VOCAB, COMPLETE, CHAT, STREAM,
                           GRAMMAR, JSON_SCHEMA, TOOLS, TIMINGS})

@@ -159,7 +159,7 @@ def install(probe: Any) -> None:
             return timer.timed(_phase, _fn, *args, **kwargs)
         probe._patch(obj, name, wrapped)
     from harness.families.hostile import checks as hostile
-    from harness.run import isolation
+    from harness.run import fork
     render_server = hostile.render_server
 
     def served(*args, **kwargs):     # llama-server started on a hostile template: the server's work
@@ -176,11 +176,11 @@ def install(probe: Any) -> None:
     def forked_many(calls, **kwargs):
         return timer.timed_fork(many, calls, forks=len(calls), **kwargs)
     probe._patch(hostile_batch, "run_isolated_many", forked_many)
-    run_isolated = timer.one_child = isolation.run_isolated
+    run_isolated = timer.one_child = fork.run_isolated
 
     def forked(*args, **kwargs):
         return timer.timed_fork(run_isolated, *args, **kwargs)
-    probe._patch(isolation, "run_isolated", forked)
+    probe._patch(fork, "run_isolated", forked)
 
 
 def format_table(fig: dict[str, Any], limit: int = 25) -> list[str]:

@@ -34,7 +34,7 @@ def _suite_args(config, scope: str, report_dir: Path) -> list[str]:
     models  every model that declares throughput, everything;
     full    the whole default suite (`harness run` as is; long)."""
     from harness.cli import pytest_args
-    from harness.plugin import caseset
+    from harness.session import caseset
     root = Path(config.rootpath)
     cases, extra = [], ["-p", "no:randomly"]
     if scope in ("quick", "models"):

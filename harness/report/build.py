@@ -19,286 +19,18 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import sys
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.report import sections
-from harness.atomic import write_atomic
-from harness.families import FAMILY_ORDER
 from harness.report.matrix import matrix_html
 from harness.report import timing as report_timing
-
-OUTCOME_CLASS = {"passed": "pass", "failed": "fail", "error": "fail", "xpassed": "fail",
-                 "xfailed": "xfail", "skipped": "skip"}
-CLASSES = ("pass", "fail", "xfail", "skip")
-NO_BACKEND = "-"
-GOLDENS_FILE = "goldens.json"
-GOLDENS_FORMAT = "llm-harness-goldens/1"
-
-
-_write = write_atomic   # harness/atomic.py
-
-
-# --- the matrix ------------------------------------------------------------------------------
-def _param_id(nodeid: str) -> str:
-    return nodeid[nodeid.index("[") + 1:-1] if "[" in nodeid and nodeid.endswith("]") else nodeid.split("::")[-1]
-
-
-def classify(test: dict[str, Any]) -> tuple[str, str, str]:
-    """(model, family, backend) of one result record."""
-    case = test.get("case")
-    if case:
-        model = case.split("@", 1)[0]
-    elif "test_case_file" in test["nodeid"]:  # test_case_file[x.yaml]: the case file's own row
-        model = re.sub(r"\.ya?ml$", "", _param_id(test["nodeid"]))
-    else:                                     # e.g. an empty parametrization ([NOTSET]): no case at all
-        model = "(no case)"
-    module = Path(test["nodeid"].split("::")[0]).stem.removeprefix("test_")
-    check = test.get("check") or ("case_files.valid" if "test_case_file" in test["nodeid"] else f"{module}.other")
-    family = check.split(".")[0]
-    backend = (test.get("params") or {}).get("backend") or NO_BACKEND
-    return model, family, backend
-
-
-def anchor(model: str, family: str, backend: str) -> str:
-    return "c-" + re.sub(r"[^a-z0-9]+", "-", f"{model}--{family}--{backend}".lower()).strip("-")
-
-
-@dataclass
-class Cell:
-    counts: Counter = field(default_factory=Counter)
-    tests: list[dict[str, Any]] = field(default_factory=list)
-
-    def by(self, cls: str) -> list[dict[str, Any]]:
-        return [t for t in self.tests if OUTCOME_CLASS.get(t["outcome"], "fail") == cls]
-
-
-@dataclass
-class Matrix:
-    models: list[str]
-    families: list[str]
-    backends: dict[str, list[str]]          # family -> backends seen
-    cells: dict[tuple[str, str, str], Cell]
-    totals: Counter
-
-    def cell(self, model: str, family: str, backend: str) -> Cell | None:
-        return self.cells.get((model, family, backend))
-
-    def present(self):
-        """(model, family, backend, cell) for every cell with checks, in report order."""
-        for model in self.models:
-            for fam in self.families:
-                for b in self.backends[fam]:
-                    c = self.cell(model, fam, b)
-                    if c is not None:
-                        yield model, fam, b, c
-
-
-BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
-                 NO_BACKEND)
-
-
-def _order(values: Iterable[str], preferred: tuple[str, ...]) -> list[str]:
-    values = set(values)
-    return [v for v in preferred if v in values] + sorted(values - set(preferred))
-
-
-def build_matrix(tests: list[dict[str, Any]]) -> Matrix:
-    cells: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
-    totals: Counter = Counter()
-    for t in tests:
-        key = classify(t)
-        cls = OUTCOME_CLASS.get(t["outcome"], "fail")
-        cells[key].counts[cls] += 1
-        cells[key].tests.append(t)
-        totals[cls] += 1
-    families = _order({f for _, f, _ in cells}, FAMILY_ORDER)
-    backends = {f: _order({b for _, ff, b in cells if ff == f}, BACKEND_ORDER) for f in families}
-    models = sorted({m for m, _, _ in cells}, key=lambda m: (m.startswith("vocab-"), m))
-    return Matrix(models, families, backends, dict(cells), totals)
-
-
-def _skip_reason(message: str) -> str:
-    msg = (message or "").strip()
-    msg = re.sub(r"^Skipped:\s*", "", msg)
-    return msg.splitlines()[0][:300] if msg else "(no reason given)"
-
-
-# --- goldens snapshot ---------------------------------------------------------------------------
-def golden_files_for(tests: list[dict[str, Any]], golden_dir: Path) -> dict[str, str]:
-    """{relative path: text} of the goldens of these tests (golden/<module>/<test name>[.N].json)."""
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for t in tests:
-        path, _, name = t["nodeid"].partition("::")
-        if name:
-            wanted[Path(path).stem].add(name)
-    out: dict[str, str] = {}
-    for module, names in sorted(wanted.items()):
-        folder = Path(golden_dir) / module
-        try:
-            entries = os.listdir(folder)
-        except OSError:
-            continue
-        for fname in entries:
-            if not fname.endswith(".json"):
-                continue
-            base = fname[:-5]
-            if base not in names:
-                head, _, idx = base.rpartition(".")
-                if not (idx.isdigit() and head in names):
-                    continue
-            try:
-                out[f"{module}/{fname}"] = (folder / fname).read_text(encoding="utf-8")
-            except OSError:
-                continue
-    return dict(sorted(out.items()))
-
-
-def write_goldens(report_dir: Path, tests: list[dict[str, Any]], golden_dir: Path) -> Path:
-    return write_goldens_files(report_dir, golden_files_for(tests, golden_dir), str(golden_dir))
-
-
-def write_goldens_files(report_dir: Path, files: dict[str, str], golden_dir: str | None) -> Path:
-    """goldens.json from {relative path: text} (a run's, or the union of merged shards')."""
-    doc = {"format": GOLDENS_FORMAT, "golden_dir": golden_dir, "files": dict(sorted(files.items()))}
-    return _write(Path(report_dir) / GOLDENS_FILE, json.dumps(doc, indent=0, ensure_ascii=False) + "\n")
-
-
-# --- saved benchmark runs ---------------------------------------------------------------------------
-@dataclass
-class BenchRun:
-    path: Path
-    name: str
-    datetime: str
-    rows: list[dict[str, Any]]               # extra_info of throughput benchmarks, plus stats
-    harness: dict[str, Any]
-
-
-def load_bench_run(path: Path) -> BenchRun | None:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or "benchmarks" not in doc:
-        return None
-    rows = []
-    for b in doc["benchmarks"]:
-        info = b.get("extra_info") or {}
-        if info.get("kind") == "throughput":
-            rows.append({**info, "name": b.get("name"), "fullname": b.get("fullname"), "stats": b.get("stats") or {}})
-    return BenchRun(Path(path), Path(path).stem, doc.get("datetime", ""), rows, doc.get("harness") or {})
-
-
-def bench_history(benchmarks_dir: Path | None) -> list[BenchRun]:
-    if benchmarks_dir is None or not Path(benchmarks_dir).is_dir():
-        return []
-    runs = [r for p in sorted(Path(benchmarks_dir).glob("*/*.json")) if (r := load_bench_run(p)) is not None]
-    return sorted(runs, key=lambda r: (r.datetime, r.name))
-
-
-def _find_benchmarks(report_dir: Path) -> Path | None:
-    for cand in (report_dir / "benchmarks", report_dir.parent / "benchmarks"):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-def _mean(d: Any) -> float | None:
-    return d.get("mean") if isinstance(d, dict) else None
-
-
-# --- SVG chart ------------------------------------------------------------------------------------------
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22")
-
-
-def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
-    import math
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if v <= m * exp:
-            return m * exp
-    return 10 * exp
-
-
-def svg_chart(panels: list[tuple[str, dict[str, list[float | None]]]], x_labels: list[str], *,
-              width: int = 1060, panel_height: int = 240) -> str:
-    """Line charts, one panel per (title, {series: values per run}), sharing x labels and colours."""
-    left, right, top, bottom = 110, 330, 40, 84
-    plot_w = width - left - right
-    names = sorted({s for _, series in panels for s in series})
-    colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(names)}
-    height = len(panels) * (panel_height + top + bottom)
-    e = html.escape
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'font-family="sans-serif" font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>']
-    n = max(1, len(x_labels))
-
-    def x_at(i: int) -> float:
-        return left + (plot_w / 2 if n == 1 else plot_w * i / (n - 1))
-
-    for p, (title, series) in enumerate(panels):
-        y0 = p * (panel_height + top + bottom) + top
-        values = [v for vs in series.values() for v in vs if v is not None]
-        ymax = _nice_max(max(values) * 1.05 if values else 1.0)
-        out.append(f'<text x="{left}" y="{y0 - 12}" font-size="14" font-weight="bold">{e(title)}</text>')
-        for k in range(6):
-            yv = ymax * k / 5
-            y = y0 + panel_height - panel_height * k / 5
-            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
-            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#444">{yv:g}</text>')
-        out.append(f'<line x1="{left}" y1="{y0}" x2="{left}" y2="{y0 + panel_height}" stroke="#888"/>')
-        out.append(f'<line x1="{left}" y1="{y0 + panel_height}" x2="{left + plot_w}" y2="{y0 + panel_height}" stroke="#888"/>')
-        step = max(1, n // 12)
-        for i, label in enumerate(x_labels):
-            if i % step and i != n - 1:
-                continue
-            x = x_at(i)
-            out.append(f'<text x="{x:.1f}" y="{y0 + panel_height + 16}" text-anchor="end" fill="#444" '
-                       f'transform="rotate(-30 {x:.1f} {y0 + panel_height + 16})">{e(label)}</text>')
-        for name in names:
-            vs = series.get(name)
-            if not vs:
-                continue
-            pts = [(x_at(i), y0 + panel_height - panel_height * v / ymax) for i, v in enumerate(vs) if v is not None]
-            if len(pts) > 1:
-                out.append(f'<polyline fill="none" stroke="{colour[name]}" stroke-width="2" points="'
-                           + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-            for x, y in pts:
-                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour[name]}"><title>{e(name)}</title></circle>')
-        for j, name in enumerate(n_ for n_ in names if series.get(n_)):
-            ly = y0 + 8 + j * 18
-            out.append(f'<rect x="{left + plot_w + 16}" y="{ly - 9}" width="12" height="12" fill="{colour[name]}"/>')
-            out.append(f'<text x="{left + plot_w + 34}" y="{ly + 1}">{e(name)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def throughput_chart(history: list[BenchRun]) -> str | None:
-    if not history:
-        return None
-    labels = [f"{r.name.split('_', 1)[0]} {r.datetime[5:16].replace('T', ' ')}" for r in history]
-    panels = []
-    for metric, title in (("tg_tps", "generation tokens/s (no constraint), harness clock"),
-                          ("pp_tps", "prompt tokens/s (no constraint), harness clock"),
-                          ("tg_tps@gbnf", "generation tokens/s with a GBNF grammar")):
-        key, _, constraint = metric.partition("@")
-        constraint = constraint or "none"
-        series: dict[str, list[float | None]] = defaultdict(lambda: [None] * len(history))
-        for i, run in enumerate(history):
-            for row in run.rows:
-                if row.get("constraint") == constraint:
-                    series[f"{row['case']} / {row['backend']}"][i] = _mean(row.get(key))
-        if series:
-            panels.append((title, dict(series)))
-    return svg_chart(panels, labels) if panels else None
+from .cells import CLASSES, Matrix, NO_BACKEND, anchor, build_matrix, classify, skip_reason
+from .charts import BenchRun, bench_history, find_benchmarks, load_bench_run, mean_of, throughput_chart
+from .goldens_file import GOLDENS_FILE, GOLDENS_FORMAT, atomic_write, write_goldens, write_goldens_files
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -375,9 +107,9 @@ THROUGHPUT_COLUMNS = ("model", "backend", "constraint", "ttft ms", "pp tok/s", "
 
 
 def _throughput_cells(r: dict[str, Any]) -> list[str]:
-    return [r["case"], r["backend"], r["constraint"], _fmt(_mean(r.get("ttft_ms"))), _fmt(_mean(r.get("pp_tps"))),
-            _fmt(_mean(r.get("backend_pp_tps"))), _ratio(r, "pp"), _fmt(_mean(r.get("tg_tps"))),
-            _fmt(_mean(r.get("backend_tg_tps"))), _ratio(r, "tg"), _fmt(_mean(r.get("backend_tg_tps_with_sampling"))),
+    return [r["case"], r["backend"], r["constraint"], _fmt(mean_of(r.get("ttft_ms"))), _fmt(mean_of(r.get("pp_tps"))),
+            _fmt(mean_of(r.get("backend_pp_tps"))), _ratio(r, "pp"), _fmt(mean_of(r.get("tg_tps"))),
+            _fmt(mean_of(r.get("backend_tg_tps"))), _ratio(r, "tg"), _fmt(mean_of(r.get("backend_tg_tps_with_sampling"))),
             f"{r.get('n_prompt')}+{'/'.join(map(str, r.get('n_gen') or []))}",
             ",".join(x[:8] for x in r.get("text_sha256") or []), r.get("run", "")]
 
@@ -491,7 +223,7 @@ def render_markdown(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun]
         for t in c.by("xfail"):
             out.append(f"- expected failure `{_test_label(t)}` at `{t.get('location') or '?'}`: "
                        f"{_first_line(t)}")
-        reasons = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
+        reasons = Counter(skip_reason(t.get("message", "")) for t in c.by("skip"))
         for reason, k in reasons.most_common():
             out.append(f"- skipped ×{k}: {reason}")
         out.append("")
@@ -568,7 +300,7 @@ def render_html(doc: dict[str, Any], matrix: Matrix, history: list[BenchRun], ch
                 out.append(f"<li><code>{e(_test_label(t))}</code> at <code>{e(str(t.get('location') or '?'))}"
                            f"</code>: {e(_first_line(t))}</li>")
             out.append("</ul></details>")
-        skips = Counter(_skip_reason(t.get("message", "")) for t in c.by("skip"))
+        skips = Counter(skip_reason(t.get("message", "")) for t in c.by("skip"))
         if skips:
             out.append(f"<details><summary>{sum(skips.values())} skipped</summary><ul>")
             for reason, k in skips.most_common():
@@ -594,12 +326,12 @@ def build_report(report_dir: Path, *, results_path: Path | None = None, benchmar
     if golden_dir is not None:
         written["goldens"] = write_goldens(report_dir, tests, Path(golden_dir))
     matrix = build_matrix(tests)
-    history = bench_history(benchmarks_dir if benchmarks_dir is not None else _find_benchmarks(report_dir))
+    history = bench_history(benchmarks_dir if benchmarks_dir is not None else find_benchmarks(report_dir))
     chart = throughput_chart(history)
     if chart:
-        written["chart"] = _write(report_dir / "throughput.svg", chart)
-    written["html"] = _write(report_dir / "report.html", render_html(doc, matrix, history, chart, changes))
-    written["md"] = _write(report_dir / "report.md", render_markdown(doc, matrix, history, chart, changes))
+        written["chart"] = atomic_write(report_dir / "throughput.svg", chart)
+    written["html"] = atomic_write(report_dir / "report.html", render_html(doc, matrix, history, chart, changes))
+    written["md"] = atomic_write(report_dir / "report.md", render_markdown(doc, matrix, history, chart, changes))
     return written
 
 

@@ -282,7 +282,7 @@ def merge(dirs: list[Path], out: Path, *, allow_mixed: bool = False, baseline: P
         junit.write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
     changes = None
     if baseline is not None:
-        from harness.report.compare import compare, load_result_set
+        from harness.report.changes import compare, load_result_set
         changes = compare(load_result_set(baseline), load_result_set(out))
     report.build_report(out, changes=changes)
     return doc

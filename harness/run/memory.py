@@ -1,5 +1,5 @@
 """Resident memory of a process, from /proc: read by the plugin (per check and per worker), the
-memory ceiling (harness/run/isolation.py) and the llama-server process (harness/run/server_build.py)."""
+memory ceiling (harness/run/memory_watch.py) and the llama-server process (harness/run/server_build.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ from harness.backends.base import (Backend, BackendError, BackendOptions, ModelF
                             backend_class)
 from harness.cases.model import Case, Context
 from harness.errors import SourceError, raise_again
-from harness.run.isolation import check_gguf, probe_backend   # crash isolation and corrupt-file checks
+from harness.run.gguf_check import check_gguf
+from harness.run.probe import probe_backend
 from harness.run.server_build import ServerBuildError
 from harness.models.sources import FileSpec, resolve
 
@@ -63,7 +64,7 @@ class Runtime:
         res = resolve(spec, extra_dirs=self.model_dirs)
         self.resolutions[case.id] = {"file": spec.file, "sha256": spec.sha256, "source": res.source,
                                      "path": str(res.path)}
-        # harness/run/isolation.py: a verified file can still be a broken GGUF (truncated when it was
+        # harness/run/gguf_check.py: a verified file can still be a broken GGUF (truncated when it was
         # pinned, wrong magic, a metadata value of the wrong type); name the cause before any backend
         # reads it. ModelFileError is a SourceError, so the model's cases fail with this message.
         check_gguf(res.path)
@@ -100,7 +101,7 @@ class Runtime:
         key = (name, model.key if model else None)
         if key not in self._backends:
             try:
-                # harness/run/isolation.py: a load that can crash the process (llama.cpp on an untrusted
+                # harness/run/probe.py: a load that can crash the process (llama.cpp on an untrusted
                 # GGUF) is first done in a forked child, once per file (memoised by sha256 in the
                 # cache); a crash or load error there becomes this BackendError, not a dead worker
                 probe_backend(name, model, self.options_for(name))

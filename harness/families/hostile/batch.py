@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.families.hostile import checks as hostile
-from harness.run.isolation import run_isolated_many
+from harness.run.fork import run_isolated_many
 
 CONCURRENCY = 4          # children at a time: each may use up to hostile.PY_MEMORY_MIB
 

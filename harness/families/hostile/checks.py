@@ -18,7 +18,7 @@ output (or error message) contains either secret, escaped. Mutation is checked b
 the caller's messages before and after.
 
 (The suite and tests/test_hostile.py run these renders a few at a time: harness/families/hostile/batch.py.)
-Python renderers run in a forked child (harness/run/isolation.py) with a wall-clock timeout and an
+Python renderers run in a forked child (harness/run/fork.py) with a wall-clock timeout and an
 address-space cap; llama-server runs under `ulimit -v` with an HTTP timeout and is stopped
 after each payload. So every render ends within a bound whatever the renderer does, and the
 outcome is one of:
@@ -40,17 +40,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-import secrets
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.backends.base import BackendOptions, Rendered, RenderRequest, Unsupported
+from .payloads import Canary, PAYLOADS, PAYLOAD_IDS, Payload, SECRET_ENV, payload
 
-SECRET_ENV = "HARNESS_HOSTILE_CANARY"
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 RENDERERS = ("harness-sandbox", "hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
@@ -66,133 +63,6 @@ PY_MEMORY_MIB = 768
 SERVER_REQUEST_S = 8.0
 SERVER_START_S = 10.0
 SERVER_MEMORY_MIB = 4096
-
-
-@dataclass(frozen=True)
-class Payload:
-    id: str
-    kind: str           # attr-walk | exec | file-read | mutation | loop | blowup | recursion
-    template: str       # @@SECRET_FILE@@, @@TOUCH@@ are filled in by Canary.fill
-    description: str
-
-
-PAYLOADS: tuple[Payload, ...] = (
-    Payload("subclasses-popen", "exec",
-            "{% for c in ''.__class__.__mro__[1].__subclasses__() %}{% if c.__name__ == 'Popen' %}"
-            "{{ c(['touch', '@@TOUCH@@']).wait() }}{% endif %}{% endfor %}",
-            "walk str -> object -> __subclasses__() to subprocess.Popen and run `touch`"),
-    Payload("cycler-globals-os-popen", "file-read",
-            "{{ cycler.__init__.__globals__.os.popen('cat @@SECRET_FILE@@').read() }}",
-            "the classic SSTI: a global's __init__.__globals__ reaches os; read the secret with cat"),
-    Payload("joiner-globals-os-system", "exec",
-            "{{ joiner.__init__.__globals__.os.system('touch @@TOUCH@@') }}",
-            "os.system through another default global"),
-    Payload("namespace-builtins-import", "exec",
-            "{{ namespace.__init__.__globals__['__builtins__']['__import__']('subprocess')"
-            ".run(['touch', '@@TOUCH@@']) }}",
-            "__builtins__.__import__('subprocess') through namespace, subscript syntax"),
-    Payload("raise-exception-globals-open", "file-read",
-            "{{ raise_exception.__globals__['__builtins__']['open']('@@SECRET_FILE@@').read() }}",
-            "the renderer's own Python callable raise_exception: __globals__ -> open()"),
-    Payload("self-context-os", "file-read",
-            "{{ self._TemplateReference__context.cycler.__init__.__globals__.os.popen("
-            "'cat @@SECRET_FILE@@').read() }}",
-            "the template's `self` reference, a private attribute, then os"),
-    Payload("attr-filter-environ", "file-read",
-            "{{ (cycler|attr('__init__')|attr('__globals__'))['os'].environ }}",
-            "the attr filter instead of dots, to read the environment (second canary)"),
-    Payload("format-string-environ", "file-read",
-            "{{ '{0.__init__.__globals__[os].environ}'.format(cycler) }}",
-            "str.format's own field lookup walks attributes, to read the environment"),
-    Payload("include-file", "file-read", "{% include '@@SECRET_FILE@@' %}",
-            "{% include %} of the secret file"),
-    Payload("import-file", "file-read", "{% import '@@SECRET_FILE@@' as s %}{{ s }}",
-            "{% import %} of the secret file"),
-    Payload("extends-file", "file-read", "{% extends '@@SECRET_FILE@@' %}",
-            "{% extends %} of the secret file"),
-    Payload("mutate-messages", "mutation",
-            "{% set _ = messages[0].update({'content': 'PWNED'}) %}{% set _ = messages.append(messages[0]) %}"
-            "{{ messages|length }}",
-            "change the caller's messages in place (dict.update, list.append)"),
-    Payload("nested-loops", "loop",
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            "10^10 iterations with an empty body"),
-    Payload("huge-range", "loop", "{% for i in range(1000000000000) %}{% endfor %}",
-            "a loop over a range of 10^12"),
-    Payload("string-times-huge", "blowup", "{{ 'x' * 10000000000 }}",
-            "one 10 GB string from `*`"),
-    Payload("string-doubling", "blowup",
-            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
-            "{{ ns.s|length }}",
-            "double a string 64 times with `~`"),
-    Payload("integer-power", "blowup", "{{ 10 ** (10 ** 10) }}",
-            "an integer of 10^10 digits"),
-    Payload("integer-squaring", "blowup",
-            "{% set ns = namespace(x=3) %}{% for i in range(64) %}{% set ns.x = ns.x * ns.x %}{% endfor %}"
-            "{{ ns.x > 1 }}",
-            "square an integer 64 times (3^(2^64))"),
-    Payload("format-width", "blowup", "{{ '{:>9999999999}'.format(1) }}",
-            "a 10 GB padding through a str.format width"),
-    Payload("filter-center", "blowup", "{{ 'x'|center(10000000000) }}",
-            "a 10 GB padding through a filter"),
-    Payload("macro-recursion", "recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
-            "a macro that calls itself for ever"),
-    Payload("recursive-loop", "recursion", "{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}",
-            "a recursive for loop that never ends"),
-    Payload("deep-nesting", "recursion", "{{ " + "(" * 50000 + "1" + ")" * 50000 + " }}",
-            "50,000 nested parentheses: the parser's own recursion"),
-)
-
-PAYLOAD_IDS = tuple(p.id for p in PAYLOADS)
-
-
-def payload(pid: str) -> Payload:
-    return next(p for p in PAYLOADS if p.id == pid)
-
-
-# --- the canary --------------------------------------------------------------------------
-class Canary:
-    """A private folder with a secret file, a second secret for the environment, and a path
-    that must never come to exist. Use as a context manager: the folder is removed on exit,
-    Ctrl-C included."""
-
-    def __init__(self, parent: Path | None = None):
-        self.dir = Path(tempfile.mkdtemp(prefix="hostile-canary-", dir=parent))
-        self.secret = "CANARY-" + secrets.token_hex(16)
-        self.env_secret = "ENVCANARY-" + secrets.token_hex(16)
-        self.secret_file = self.dir / "secret.txt"
-        self.secret_file.write_text(self.secret + "\n")
-        self.touch = self.dir / "pwned"
-        self.before = self._listing()
-
-    def _listing(self) -> set[str]:
-        return {p.name for p in self.dir.iterdir()}
-
-    def fill(self, template: str) -> str:
-        return template.replace("@@SECRET_FILE@@", str(self.secret_file)).replace("@@TOUCH@@", str(self.touch))
-
-    def evidence(self, *texts: str | None) -> list[str]:
-        found = []
-        for t in texts:
-            if t and self.secret in t:
-                found.append("the secret file's content appears in the output")
-            if t and self.env_secret in t:
-                found.append("the environment's secret appears in the output")
-        if self.touch.exists():
-            found.append(f"{self.touch.name} was created (a command or a write ran)")
-        new = self._listing() - self.before - {self.touch.name}
-        if new:
-            found.append(f"new files in the canary folder: {sorted(new)}")
-        return sorted(set(found))
-
-    def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Canary":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 # --- findings ----------------------------------------------------------------------------
@@ -239,7 +109,8 @@ def make_renderer(name: str) -> Any:
     any fork). Raises ImportError / Unsupported where it is not present."""
     options = BackendOptions()
     if name == "harness-sandbox":
-        from harness.backends.sandbox import Limits, SandboxRenderer
+        from harness.backends.sandbox_guards import Limits
+        from harness.backends.sandbox import SandboxRenderer
         return SandboxRenderer(limits=Limits(time_s=OWN_TIME_S))
     from harness.backends.base import backend_class
     renderer = backend_class(name)(None, options)
@@ -279,14 +150,14 @@ def _render_in_child(renderer: Any, template: str, env_secret: str) -> dict[str,
 
 def render_python(name: str, renderer: Any, p: Payload, canary: Canary, *,
                   timeout_s: float = PY_TIMEOUT_S, memory_mib: int = PY_MEMORY_MIB) -> Finding:
-    from harness.run.isolation import run_isolated
+    from harness.run.fork import run_isolated
     fn, args = python_call(renderer, p, canary)
     o = run_isolated(fn, *args, timeout_s=timeout_s, memory_mib=memory_mib, capture_stderr=True)
     return python_finding(name, p, canary, o)
 
 
 def python_call(renderer: Any, p: Payload, canary: Canary) -> tuple[Callable, tuple]:
-    """What a forked child runs to render payload `p` with `renderer` (harness.run.isolation)."""
+    """What a forked child runs to render payload `p` with `renderer` (harness.run.fork)."""
     return _render_in_child, (renderer, canary.fill(p.template), canary.env_secret)
 
 
@@ -323,7 +194,7 @@ def render_server(built: Any, model_path: Path, p: Payload, canary: Canary, *,
     import requests
 
     from harness.backends.base import BackendError
-    from harness.run.server_build import ServerProcess, describe_exit
+    from harness.run.server_process import ServerProcess, describe_exit
     template_file = canary.dir.parent / f"{canary.dir.name}-{p.id}.jinja"
     template_file.write_text(canary.fill(p.template), encoding="utf-8")
     # `sh -c 'ulimit -v ...; exec "$0" "$@"' llama-server ARGS`: the server runs under an

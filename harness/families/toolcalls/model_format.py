@@ -71,7 +71,8 @@ def classify(text: str, tool_calls: list[dict[str, Any]] | None, marker: str) ->
 def check_model_format(rt, item: Item, backend):
     """(Outcome, behaviour record)."""
     from harness.backends.base import ChatRequest
-    from harness.families.toolcalls.checks import Outcome, generation_config, server_chat
+    from harness.families.toolcalls.common import Outcome
+    from harness.families.toolcalls.checks import generation_config, server_chat
     cfg = generation_config(item.case)
     fmt = cfg["format"]
     ctx = item.context
