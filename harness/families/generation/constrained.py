@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable
 from harness.backends.base import Unsupported
 from harness.cases.model import CaseSet
 from harness.checks import Mismatch
-from harness.families.generation.checks import GenItem, chat_prompt, entry_line
+from harness.families.generation.calls import chat_prompt
+from harness.families.generation.items import GenItem, entry_line
 from harness.families.tokenizer.token_tables import (LLGUIDANCE, LMFE_LLAMA, XGRAMMAR, import_library,
                                                      library_version, lmfe_llama_data, require_small_vocab)
 

@@ -26,7 +26,8 @@ from harness.backends.base import Unsupported
 from harness.cases.model import CaseSet
 from harness.checks import Mismatch
 from harness.families.items import Item
-from harness.families.toolcalls.checks import canned_outputs, options
+from harness.families.toolcalls.common import options
+from harness.families.toolcalls.stream import canned_outputs
 
 CHECK = "toolcalls.llamafactory_extract"
 # LLaMA-Factory tool-utils name -> the harness's wire format of the same syntax

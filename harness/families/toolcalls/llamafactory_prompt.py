@@ -28,7 +28,7 @@ from harness.backends.base import Unsupported
 from harness.cases.model import CaseSet
 from harness.checks import Mismatch, short_diff
 from harness.families.items import Item
-from harness.families.toolcalls.checks import options
+from harness.families.toolcalls.common import options
 from harness.families.toolcalls.llamafactory import WIRE_FORMAT, tool_utils
 
 CHECK = "toolcalls.llamafactory_prompt"
