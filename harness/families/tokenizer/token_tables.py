@@ -142,7 +142,7 @@ def _lmfe_hf_data(tokenizer, size):
 
 
 _LMFE_DATA: dict[int, tuple[Any, Any]] = {}
-# lm-format-enforcer's llama-cpp-python table calls llm.detokenize once per id in Python: 5 s for
+# lm-format-enforcer's llama-cpp-python table calls llm.detokenize twice per id in Python: 5 s for
 # SmolLM2's 49k ids, 1.5-6 min for the 100k-262k vocabs here (cold). Those run in the nightly run
 # (HARNESS_TOKEN_TABLES=all) and skip in the default one, on every machine alike.
 LMFE_LLAMA_DEFAULT_MAX = 65536
