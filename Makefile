@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml $(LOCK) harness/cpu_target.py
 	# llama-cpp-python compiled for the pinned CPU target (harness/cpu_target.py), not -march=native
 	$(BIN)/python -m harness.cpu_target install $(LOCK)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[all]'
+	# the seeds extra's two --no-deps installs (pyproject.toml says why)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --no-deps xgrammar llamafactory
 	touch $(STAMP)
 
 conformance: setup
@@ -50,6 +52,7 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	# llama-cpp-python compiled for the pinned CPU target here too (not -march=native)
 	.lock-venv/bin/python -m harness.cpu_target pip install --quiet --no-cache-dir -e '.[all]'
+	.lock-venv/bin/python -m pip install --quiet --no-deps xgrammar==0.2.8 llamafactory==0.9.5
 	.lock-venv/bin/python -m harness.lock .lock-venv/bin/python > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf .lock-venv

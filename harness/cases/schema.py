@@ -194,6 +194,9 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "loses": {"type": "array", "uniqueItems": True, "minItems": 1,
                               "items": {"enum": ["refused", "calls", "names", "arguments", "ids", "reasoning"]}},
                     "description": {"type": "string", "minLength": 10}}}},
+            # LLaMA-Factory's tool utils (harness/families/toolcalls/llamafactory*.py): its extractors
+            # on every canned output, its tool prompts against the model templates; one case runs them
+            "llamafactory": {"type": "boolean"},
             # stream every canned output of cases/toolcall-outputs/ in this model's real tokens
             "canned_outputs": {"type": "object", "additionalProperties": False,
                                "properties": {"tokenizer": {"enum": ["llama-cpp-python"]}}},

@@ -4,8 +4,9 @@ templates; each generation also streamed and compared with the non-streamed resu
 The checking itself lives in harness/families/generation/checks.py."""
 
 from harness.families.generation import checks as gen
+from harness.families.generation.constrained import constrained_items
 from harness.backends.base import CHAT, COMPLETE, STREAM, VOCAB
-from harness.suite import conclude, needs, open_backend, run_check
+from harness.suite import conclude, needs, open_backend, run_check, skip_unsupported
 
 PARAMETERS = {
     "engine_item": gen.engine_items,
@@ -16,6 +17,7 @@ PARAMETERS = {
     "stop_item": gen.stop_items,
     "special_item": gen.special_items,
     "template_item": gen.template_items,
+    "constrained_item": constrained_items,
 }
 
 
@@ -81,3 +83,21 @@ def test_chat_template(template_item, harness_runtime, golden, record_property):
     if it.stream:
         needs(backend, STREAM)
     conclude(run_check(gen.check_chat_template, harness_runtime, it, backend), golden, record_property)
+
+
+def test_constrained(constrained_item, harness_runtime, record_property):
+    """A constrained-decoding library drives a real llama-cpp-python generation on each JSON
+    schema (families/generation/constrained.py): the output conforms, ends with an end-of-generation
+    token, and no allowed id is >= n_vocab; llama.cpp's own grammar on the same prompt is recorded."""
+    from harness.backends.base import Unsupported
+    from harness.families.generation.constrained import LLAMA_GRAMMAR, check_constrained
+    it, rt = constrained_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, COMPLETE, record_property)
+    hf = None if it.params["library"] == LLAMA_GRAMMAR else open_backend(rt, "hf", it.case, VOCAB, record_property)
+    try:
+        details, finding = check_constrained(rt, it, llama, hf)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"constrained": details})
+    if finding is not None:
+        raise finding

@@ -6,6 +6,7 @@ import codecs
 import pytest
 
 from harness.families.tokenizer import checks as tk
+from harness.families.tokenizer.token_table_check import token_table_items
 from harness.backends.base import DETOKENIZE, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch
 from harness.models.markers import END_OF_TURN
@@ -21,6 +22,7 @@ PARAMETERS = {
     "special_render_item": tk.per_backend_items("tokenizer.special_render"),
     "special_item": tk.per_case_items("tokenizer.special"),
     "sizes_item": tk.per_case_items("tokenizer.sizes"),
+    "token_table_item": token_table_items,
 }
 
 
@@ -314,3 +316,20 @@ def test_vocab_sizes(sizes_item, harness_runtime, golden, record_property):
     if problems:
         raise Mismatch(f"{it.case.location()}: vocab sizes disagree (token masks built from the smaller size "
                        f"go out of range):\n  " + "\n  ".join(problems))
+
+
+def test_token_table(token_table_item, harness_runtime, record_property):
+    """A constrained-decoding library's token table (families/tokenizer/token_table_check.py), built
+    as its docs say with and without an explicit vocab size: it allows no id >= n_vocab and can
+    allow the model's end-of-generation id."""
+    from harness.families.tokenizer import token_table_check as ttc
+    it, rt = token_table_item, harness_runtime
+    llama = open_backend(rt, "llama-cpp-python", it.case, VOCAB, record_property)
+    hf = None if it.params["library"] == ttc.LMFE_LLAMA else open_backend(rt, "hf", it.case, VOCAB, record_property)
+    try:
+        details, finding = ttc.check_token_table(it, hf, llama)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"token_table": details})
+    if finding is not None:
+        raise finding

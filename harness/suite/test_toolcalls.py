@@ -10,6 +10,8 @@ import pytest
 
 from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
+from harness.families.toolcalls.llamafactory import extract_items as llamafactory_items
+from harness.families.toolcalls.llamafactory_prompt import prompt_items as llamafactory_prompt_items
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import conclude, open_backend, require_capability, run_check, skip_build_failure, skip_unsupported
@@ -21,6 +23,8 @@ PARAMETERS = {
     "grammar_item": tc.grammar_items,
     "chat_item": tc.chat_items,
     "model_format_item": model_behaviour.model_format_items,
+    "llamafactory_item": llamafactory_items,
+    "llamafactory_prompt_item": llamafactory_prompt_items,
 }
 
 
@@ -138,3 +142,27 @@ def test_model_format(model_format_item, harness_runtime, golden, record_propert
     outcome, behaviour = run_check(model_behaviour.check_model_format, rt, it, backend)
     record_property("details", {"model_behaviour": behaviour})
     conclude(outcome, golden, record_property)
+
+
+def _llamafactory(check, item, root, record_property):
+    try:
+        details, finding = check(item, root)
+    except Unsupported as exc:
+        skip_unsupported(exc)
+    record_property("details", {"llamafactory": details})
+    if finding is not None:
+        raise finding
+
+
+def test_llamafactory_extract(llamafactory_item, harness_cases, record_property):
+    """LLaMA-Factory's tool-call extractor of each wire format on that format's canned outputs,
+    against the harness's reference extractor (harness/families/toolcalls/llamafactory.py)."""
+    from harness.families.toolcalls.llamafactory import check_extract
+    _llamafactory(check_extract, llamafactory_item, harness_cases.root, record_property)
+
+
+def test_llamafactory_prompt(llamafactory_prompt_item, harness_cases, record_property):
+    """LLaMA-Factory's first-turn system block with tools (its template.py slots and tool_formatter)
+    against the model template's rendering of the same tools (families/toolcalls/llamafactory_prompt.py)."""
+    from harness.families.toolcalls.llamafactory_prompt import check_prompt
+    _llamafactory(check_prompt, llamafactory_prompt_item, harness_cases.root, record_property)
