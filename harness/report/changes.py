@@ -7,6 +7,7 @@ import difflib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ class ResultSet:
     goldens: dict[str, str] | None = None
     bench: Any = None                          # report.BenchRun (with .doc) or None
 
-    @property
+    @cached_property
     def tests(self) -> dict[str, dict[str, Any]]:
+        """By node id; built once (every status, message and snapshot comparison reads it)."""
         return {t["nodeid"]: t for t in (self.results or {}).get("tests", [])}
 
 

@@ -19,7 +19,6 @@ the tool text comes from tool_utils.py loaded from its file (llamafactory.py).
 from __future__ import annotations
 
 import ast
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
