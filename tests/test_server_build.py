@@ -156,3 +156,46 @@ def test_changed_tree_or_options_get_their_own_build(tmp_path):
     c = build_llama_server(tree, cache_root=cache, log=lambda m: None)
     assert c.tree_hash != a.tree_hash and c.key != a.key
     assert c.version.startswith("version: 2")
+
+
+@needs_toolchain
+def test_a_build_that_writes_into_its_tree_fails_and_names_what_it_wrote(tmp_path):
+    # the 0.3.30 tree's web-UI build did this (npm into tools/ui): the tree's hash, and so the
+    # build's key, changed under the build, and every later caller built again
+    tree = tiny_tree(tmp_path / "tree")
+    with open(tree / "CMakeLists.txt", "a") as f:
+        f.write(textwrap.dedent("""\
+            add_custom_target(writes_into_source COMMAND ${CMAKE_COMMAND} -E touch ${CMAKE_SOURCE_DIR}/src/generated.txt)
+            add_dependencies(llama-server writes_into_source)
+            """))
+    cache = tmp_path / "cache"
+    with pytest.raises(ServerBuildError, match="wrote into its source tree") as e:
+        build_llama_server(tree, cache_root=cache, log=lambda m: None, build=True)
+    assert "added src/generated.txt" in str(e.value)
+    assert not list(cache.glob("llama-server/*/built.json"))        # never recorded as built
+
+
+@needs_toolchain
+def test_once_prebuilt_a_missing_build_is_reported_not_built(tmp_path, monkeypatch):
+    from harness.run.server_build import PREBUILT_ENV
+    tree = tiny_tree(tmp_path / "tree", tag="prebuilt")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr("harness.run.server_build._PROCESS_MEMO", {})
+    monkeypatch.setenv(PREBUILT_ENV, "1")
+    with pytest.raises(ServerBuildError, match="not built before the checks started"):
+        build_llama_server(tree, cache_root=cache, log=lambda m: None)
+    assert not list(cache.glob("llama-server/*/build.log"))          # cmake never ran
+    built = build_llama_server(tree, cache_root=cache, log=lambda m: None, build=True)  # the controller
+    monkeypatch.setattr("harness.run.server_build._PROCESS_MEMO", {})   # as a worker process
+    again = build_llama_server(tree, cache_root=cache, log=lambda m: None)
+    assert again.binary == built.binary and again.cached
+
+
+def test_every_ui_option_of_the_pinned_tree_is_set_explicitly(llama_tree):
+    """The web-UI options' defaults differ between trees (LLAMA_BUILD_UI: OFF in 0.3.36, ON in
+    0.3.30, where ON runs npm inside the tree), so the build states each one."""
+    import re
+    from harness.run.server_build import DEFAULT_CMAKE_OPTIONS
+    names = set(re.findall(r"option\((LLAMA_(?:\w+_)?UI(?:_\w+)?)\s", (llama_tree / "CMakeLists.txt").read_text()))
+    assert {"LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI"} <= names
+    assert {n: DEFAULT_CMAKE_OPTIONS.get(n) for n in names} == {n: "OFF" for n in names}

@@ -51,7 +51,8 @@ CAPABILITIES = frozenset({RENDER, TOKENIZE, DETOKENIZE, VOCAB, COMPLETE, CHAT, S
                           GRAMMAR, JSON_SCHEMA, TOOLS, TIMINGS})
 
 
-def resolve_server(extra: dict[str, Any], log: Callable[[str], None] = print) -> BuiltServer:
+def resolve_server(extra: dict[str, Any], log: Callable[[str], None] = print,
+                   build: bool | None = None) -> BuiltServer:
     """The binary to run: given, prebuilt by path, or built from a llama.cpp tree."""
     if isinstance(extra.get("built_server"), BuiltServer):
         return extra["built_server"]
@@ -66,7 +67,7 @@ def resolve_server(extra: dict[str, Any], log: Callable[[str], None] = print) ->
     if not tree:
         raise BackendError("llama-server backend needs options.extra['server_url'], "
                            "['server_binary'] or ['llama_cpp_tree'] (or $HARNESS_LLAMA_CPP_TREE)")
-    return build_llama_server(Path(tree), cmake_options=extra.get("cmake_options"), log=log)
+    return build_llama_server(Path(tree), cmake_options=extra.get("cmake_options"), log=log, build=build)
 
 
 def _norm_template(t: str) -> str:

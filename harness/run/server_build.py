@@ -46,7 +46,13 @@ DEFAULT_CMAKE_OPTIONS: dict[str, str] = {
     "LLAMA_BUILD_EXAMPLES": "OFF",
     "LLAMA_BUILD_APP": "OFF",           # the unified `llama` binary is not needed
     "LLAMA_CURL": "OFF",                # no model downloads from the server
-    "LLAMA_USE_PREBUILT_UI": "OFF",     # else configure fetches the web UI from Hugging Face
+    # No web UI (the harness runs llama-server with --no-webui), and nothing fetched or written
+    # into the tree for it. Both options are spelled out because their defaults differ between
+    # trees: LLAMA_BUILD_UI is OFF in llama-cpp-python 0.3.36's tree but ON in 0.3.30's, where
+    # ON runs `npm install` and `npm run build` inside tools/ui (668 MB of node_modules, and
+    # generated files under a hashed path, so the tree's hash and the build's key changed).
+    "LLAMA_BUILD_UI": "OFF",
+    "LLAMA_USE_PREBUILT_UI": "OFF",     # else the UI is downloaded from a Hugging Face bucket
     # the reference stack's CPU target, the same as llama-cpp-python's wheel (harness.cpu_target)
     **ggml_options(),
 }
@@ -60,6 +66,10 @@ HASHED_PATHS = (
 _SKIP_DIRS = {"__pycache__", ".git", "node_modules", "build"}
 
 BINARY_NAME = "llama-server"
+
+# Set by the controller once its prebuild has run (harness/run/session_end.py): from then on a
+# process that finds no finished build reports that instead of building inside a check.
+PREBUILT_ENV = "HARNESS_SERVER_PREBUILT"
 
 
 class ServerBuildError(BackendError):
@@ -161,6 +171,31 @@ def tree_hash(source_tree: Path, *, memo_file: Path | None = None) -> str:
     return digest
 
 
+def tree_listing(source_tree: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the tree (untracked and unhashed ones too) with its size and mtime: what a
+    build must leave exactly as it found it."""
+    tree = Path(source_tree).resolve()
+    listing: dict[str, tuple[int, int]] = {}
+    for root, dirs, names in os.walk(tree):
+        dirs.sort()
+        for n in names:
+            f = Path(root) / n
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            listing[str(f.relative_to(tree))] = (st.st_size, st.st_mtime_ns)
+    return listing
+
+
+def listing_changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """'added/removed/changed <path>' for each difference, sorted."""
+    out = [f"added {k}" for k in after.keys() - before.keys()]
+    out += [f"removed {k}" for k in before.keys() - after.keys()]
+    out += [f"changed {k}" for k in before.keys() & after.keys() if before[k] != after[k]]
+    return sorted(out, key=lambda x: x.split(" ", 1)[1])
+
+
 def _cpu_flags() -> str:
     # GGML_NATIVE (on by default) builds for this CPU; a cache shared with a machine
     # lacking e.g. AVX-512 must not hand it this binary (SIGILL).
@@ -214,14 +249,35 @@ def server_version(binary: Path, lib_dir: Path) -> str:
     return "\n".join(keep or out[-2:])
 
 
+def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], kdir: Path, log_path: Path) -> None:
+    """A build that wrote into its source tree is a failed build: its key no longer names the
+    tree it was built from, and the tree is not the one the user gave."""
+    changes = listing_changes(before, tree_listing(tree))
+    if not changes:
+        return
+    shown = "\n".join(changes[:20]) + (f"\n... and {len(changes) - 20} more" if len(changes) > 20 else "")
+    msg = (f"the llama-server build wrote into its source tree {tree} ({len(changes)} paths); "
+           f"a build must leave the tree untouched (its hash is the build's key):\n{shown}")
+    write_atomic(kdir / "failed.json", json.dumps(
+        {"run_id": _run_id(), "rc": "tree-modified", "cmd": ["cmake", "--build"], "log": str(log_path),
+         "tail": shown, "time": time.time()}, indent=1))
+    raise ServerBuildError(msg, log_path, shown)
+
+
 # --- the build --------------------------------------------------------------------
 _PROCESS_MEMO: dict[str, BuiltServer] = {}
 
 
 def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | None = None,
                        cache_root: Path | None = None, log: Callable[[str], None] = print,
-                       jobs: int | None = None, lock_timeout_s: float = 3 * 3600) -> BuiltServer:
-    """Return a built llama-server for `source_tree`, building it at most once per key."""
+                       jobs: int | None = None, lock_timeout_s: float = 3 * 3600,
+                       build: bool | None = None) -> BuiltServer:
+    """Return a built llama-server for `source_tree`, building it at most once per key.
+
+    build=False (the default once the controller has prebuilt: $HARNESS_SERVER_PREBUILT) only
+    looks the build up: a missing one is a ServerBuildError, never a build inside a check."""
+    if build is None:
+        build = not os.environ.get(PREBUILT_ENV)
     tree = Path(source_tree).resolve()
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     base = root / "llama-server"
@@ -236,6 +292,12 @@ def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | Non
     done, failed = kdir / "built.json", kdir / "failed.json"
 
     built = _load_built(done, cached=True)
+    if built is None and not build:
+        _raise_if_failed_this_run(failed, keep=True)
+        raise ServerBuildError(
+            f"llama-server for tree {th[:12]} (key {key}) was not built before the checks started, "
+            f"and no build runs inside a check; the controller's prebuild did not produce it "
+            f"(did the tree {tree} change during the run?)")
     if built is None:
         kdir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(kdir / "build.lock"))
@@ -275,7 +337,7 @@ def _load_built(done: Path, *, cached: bool) -> BuiltServer | None:
     return b if b.binary.exists() else None
 
 
-def _raise_if_failed_this_run(failed: Path) -> None:
+def _raise_if_failed_this_run(failed: Path, keep: bool = False) -> None:
     try:
         d = json.loads(failed.read_text())
     except (OSError, ValueError):
@@ -287,7 +349,8 @@ def _raise_if_failed_this_run(failed: Path) -> None:
                                f"log {d.get('log')}; last lines:\n{d.get('tail', '')}\n"
                                f"(this build already failed in this run: not retried)",
                                d.get("log"), d.get("tail", ""))
-    failed.unlink(missing_ok=True)     # a new run retries (the failure may have been transient)
+    if not keep:
+        failed.unlink(missing_ok=True)     # a new run retries (the failure may have been transient)
 
 
 def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
@@ -304,6 +367,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
     compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
     log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
     t0 = time.monotonic()
+    listing = tree_listing(tree)
     progress = BuildProgress(BINARY_NAME, str(log_path))
     with open(log_path, "w") as out:
         for cmd in (configure, compile_):
@@ -325,6 +389,7 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
                                        log_path, tail)
     progress.close()
     seconds = round(time.monotonic() - t0, 1)
+    _check_tree_untouched(tree, listing, kdir, log_path)
     binary = build_dir / "bin" / BINARY_NAME
     if not binary.exists():
         raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}", log_path,

@@ -35,11 +35,16 @@ def prebuild_server(hs: Any) -> None:
 
     from harness.backends.server import resolve_server
     from harness.errors import SourceError
-    from harness.run.server_build import ServerBuildError
+    from harness.run.server_build import PREBUILT_ENV, ServerBuildError
+    # From here on no process of this run builds: the workers (and this process's own checks)
+    # look the build up, and report a missing one, instead of building inside a check.
+    if PREBUILT_ENV not in os.environ:
+        os.environ[PREBUILT_ENV] = "1"
+        config.add_cleanup(lambda: os.environ.pop(PREBUILT_ENV, None))
     try:
         # the tree and options the server backend itself will resolve (Runtime.options_for), so
         # the workers find exactly this build
-        built = resolve_server(hs.new_runtime().options_for("llama-server").extra, log=say)
+        built = resolve_server(hs.new_runtime().options_for("llama-server").extra, log=say, build=True)
     except PackageNotFoundError:
         return                                   # no llama-cpp-python and no tree given: no server
     except ServerBuildError as exc:
