@@ -9,11 +9,10 @@ at exit and on SIGTERM/SIGINT, and the log tail in every start failure.
 Capabilities, as read from llama_cpp/server/app.py and llama_chat_format.py (0.3.36):
   * /v1/completions and /v1/chat/completions, streamed or not; `stop`; `seed`; `grammar` (a GBNF
     string, on both endpoints); `response_format` {"type": "json_object", "schema"} on chat;
-  * tools: only with a *named* tool_choice does the default (GGUF-template) chat handler force a
-    call (a grammar built from that function's parameters); "required"/"auto" are passed to the
-    template and the reply is plain text, so those raise Unsupported here rather than fail as
-    wrong answers. (The chatml-function-calling / functionary handlers need a --chat_format the
-    harness's models do not have.)
+  * tools: the default (GGUF-template) chat handler forces a call only for a *named* tool_choice
+    (a grammar from that function's parameters); "required" gets no grammar and no parsing, the
+    same library code as the in-process backend, so it is run and its defect declared in the case
+    (the chatml-function-calling / functionary handlers need a --chat_format, not started here).
   * not through this backend: /extras/tokenize (not an OpenAI endpoint), logit_bias, token ids.
 
 If the `[server]` extra (fastapi, uvicorn, sse-starlette, starlette-context, pydantic-settings) is
@@ -30,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from harness.backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, STREAM, TOOLS,
-                                   BackendOptions, ChatRequest, Generation, ModelFiles,
+                                   BackendOptions, ModelFiles,
                                    Unsupported)
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.run.server_process import ServerProcess
@@ -91,12 +90,6 @@ class LlamaCppServerBackend(OpenAICompatBackend):
         except BaseException:
             self.proc.stop()
             raise
-
-    def chat(self, req: ChatRequest) -> Generation:
-        if (req.tools or req.tool_choice is not None) and not isinstance(req.tool_choice, dict):
-            raise Unsupported(f"{NAME}: its default chat handler forces a tool call only for a named "
-                              f"tool_choice (got {req.tool_choice!r}: the reply would be plain text)")
-        return super().chat(req)
 
     def info(self) -> dict[str, Any]:
         out = super().info()
