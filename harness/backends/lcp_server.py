@@ -28,8 +28,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from harness.backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, STREAM, TOOLS,
-                                   BackendOptions, ModelFiles,
+from harness.backends.base import (CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, RENDER, STREAM, TOOLS,
+                                   BackendError, BackendOptions, ModelFiles, Rendered, RenderRequest,
                                    Unsupported)
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.run.server_process import ServerProcess
@@ -90,6 +90,24 @@ class LlamaCppServerBackend(OpenAICompatBackend):
         except BaseException:
             self.proc.stop()
             raise
+        # RENDER only for chat_prompt (endpoint agreement, grammars on /v1/completions): the
+        # server's own chat prompt, by the same library code from the same GGUF (see render_prompt)
+        self.capabilities = CAPABILITIES | {RENDER}
+        self._formatter: Any = None
+
+    def render_prompt(self, req: RenderRequest) -> Rendered:
+        """The prompt /v1/chat/completions builds: llama_cpp.Llama.__init__ (the server's model
+        load, no --chat_format) wraps the GGUF's tokenizer.chat_template in a Jinja2ChatFormatter
+        with the model's bos/eos texts, unless guess_chat_format_from_gguf_metadata recognises it
+        as a built-in format. Rebuilt here the same way over a vocab-only load of the same file."""
+        if req.template is not None or req.tools is not None or req.extra:
+            raise Unsupported(f"{NAME} renders only the GGUF's embedded template, without tools")
+        if self._formatter is None:
+            self._formatter = _server_formatter(str(self.model.gguf))
+        try:
+            return Rendered(text=self._formatter(messages=list(req.messages)).prompt)
+        except Exception as e:                  # the template's own error
+            return Rendered(error=f"{type(e).__name__}: {e}", rejected="raise_exception" in str(e))
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -109,3 +127,25 @@ class LlamaCppServerBackend(OpenAICompatBackend):
         self.proc.stop()
         super().close()
 
+
+def _server_formatter(gguf: str) -> Any:
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter, guess_chat_format_from_gguf_metadata
+    llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
+    try:
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template is None:
+            raise Unsupported(f"{NAME}: the GGUF has no chat template (the server falls back to 'llama-2')")
+        guessed = guess_chat_format_from_gguf_metadata(llm.metadata)
+        if guessed is not None:
+            raise Unsupported(f"{NAME} uses its built-in chat format {guessed!r} for this template")
+
+        def text(tid: int) -> str:
+            return llm.detokenize([tid], special=True).decode("utf-8", "replace") if tid != -1 else ""
+        eos, bos = llm.token_eos(), llm.token_bos()
+        return Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos),
+                                   stop_token_ids=[eos])
+    except (ValueError, RuntimeError) as e:
+        raise BackendError(f"{NAME}: could not read the chat template of {gguf}: {e}") from None
+    finally:
+        llm.close()
