@@ -202,6 +202,7 @@ _REGISTRY: dict[str, str] = {
     "llama.cpp-builtin": "harness.backends.llama_builtin:LlamaBuiltinTemplates",
     "llama-server": "harness.backends.server:ServerBackend",
     "openai": "harness.backends.openai_compat:OpenAICompatBackend",
+    "llama-cpp-python-server": "harness.backends.lcp_server:LlamaCppServerBackend",
 }
 
 

@@ -230,7 +230,7 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
                     "tool_choice": {"type": "array", "uniqueItems": True, "minItems": 1,
                                     "items": {"enum": ["required", "named"]}},
                     "backends": {"type": "array", "uniqueItems": True, "minItems": 1,
-                                 "items": {"enum": ["llama-cpp-python", "llama-server", "openai"]}}}}]},
+                                 "items": {"enum": ["llama-cpp-python", "llama-server", "openai", "llama-cpp-python-server"]}}}}]},
         },
     },
 }

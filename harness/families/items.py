@@ -15,7 +15,7 @@ from harness.cases.model import Case, CaseSet, Context
 REFERENCE_RENDERER = "hf"
 RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
 TOKENIZERS = ("hf", "llama-cpp-python", "llama-server")
-GENERATORS = ("llama-cpp-python", "llama-server", "openai")
+GENERATORS = ("llama-cpp-python", "llama-server", "openai", "llama-cpp-python-server")
 ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS))
 
 

@@ -78,7 +78,7 @@ class Matrix:
 
 
 BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
-                 NO_BACKEND)
+                 "llama-cpp-python-server", NO_BACKEND)
 
 
 def _order(values: Iterable[str], preferred: tuple[str, ...]) -> list[str]:

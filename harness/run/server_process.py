@@ -128,8 +128,11 @@ class ServerProcess:
     """One llama-server child: own process group, log file, readiness via /health."""
 
     def __init__(self, binary: Path, args: list[str], *, env: dict[str, str],
-                 start_timeout_s: float = 120.0, host: str = "127.0.0.1"):
+                 start_timeout_s: float = 120.0, host: str = "127.0.0.1",
+                 health_path: str = "/health", bind_error: str = "couldn't bind"):
         self.binary, self.args, self.host = Path(binary), list(args), host
+        # another server (llama-cpp-python's) has no /health and words a port clash differently
+        self.health_path, self.bind_error = health_path, bind_error
         self.start_timeout_s = start_timeout_s
         # LLAMA_ARG_* variables silently override CLI defaults of llama.cpp tools.
         self.stripped_env = sorted(k for k in env if k.startswith("LLAMA_ARG_"))
@@ -201,12 +204,12 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     tail = self.log_tail()
                     self._forget()
-                    if "couldn't bind" in tail:
+                    if self.bind_error in tail:
                         return False
                     raise BackendError(f"llama-server exited ({describe_exit(self.proc.returncode)}) "
                                        f"before it was ready; last lines of its log:\n{tail}")
                 try:
-                    if s.get(self.url + "/health", timeout=2).status_code == 200:
+                    if s.get(self.url + self.health_path, timeout=2).status_code == 200:
                         return True
                 except requests.RequestException:
                     pass                         # not listening yet

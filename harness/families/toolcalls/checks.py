@@ -90,7 +90,7 @@ def grammar_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
 def chat_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
     return [Item(c, CHAT, ctx, None, b, (("template", tmpl), ("tool_choice", tc)))
             for c, cfg, ctx, stem, b in _generation_backends(cases, available)
-            for tmpl in ((ENDPOINT_TEMPLATE,) if b == "openai" else ("embedded", stem))
+            for tmpl in ((ENDPOINT_TEMPLATE,) if b in ("openai", "llama-cpp-python-server") else ("embedded", stem))
             for tc in cfg.get("tool_choice") or CHAT_TOOL_CHOICES]
 
 
