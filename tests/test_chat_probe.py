@@ -60,6 +60,8 @@ def test_template_that_throws_fails_alone(probe_files):
         bad = RenderRequest(messages=HI, template="{{ raise_exception('nope') }}")
         with pytest.raises(ProbeError, match="Jinja Exception: nope"):
             b.render_chat(bad)
+        rej = b.render_prompt(bad)
+        assert rej.rejected and rej.error == "TemplateRejected: nope"
         r = b.render_prompt(RenderRequest(messages=HI, template="{% if %}"))
         assert r.text is None and r.error.startswith("ProbeError")
         assert b.render_chat(RenderRequest(messages=HI, template=TEMPLATE))["prompt"].startswith("<|user|>")

@@ -182,8 +182,13 @@ class LlamaChatBackend:
     def render_prompt(self, req: RenderRequest) -> Rendered:
         try:
             return Rendered(text=self.render_chat(req)["prompt"])
-        except (ProbeError, ProbeCrashed) as e:
-            return Rendered(error=f"{type(e).__name__}: {e}")
+        except ProbeError as e:                      # the template's raise_exception(...) fired
+            if "Jinja Exception: " in str(e):
+                msg = str(e).rsplit("Jinja Exception: ", 1)[1]
+                return Rendered(error=f"TemplateRejected: {msg}", rejected=True)
+            return Rendered(error=f"ProbeError: {e}")
+        except ProbeCrashed as e:
+            return Rendered(error=f"ProbeCrashed: {e}")
 
     def close(self) -> None:
         self.probe.close()
