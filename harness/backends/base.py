@@ -31,9 +31,10 @@ JSON_SCHEMA = "json_schema"    # JSON-schema constrained output
 STOP_IDS = "stop_ids"          # stops given as token ids
 TOOLS = "tools"                # chat() with tools / tool_choice
 TIMINGS = "timings"            # Generation.timings carries the backend's own figures
+PARSE = "parse"                # parse_chat(): the stack's own parse of raw model output
 
 ALL_CAPABILITIES = frozenset({RENDER, TOKENIZE, DETOKENIZE, VOCAB, COMPLETE, CHAT, STREAM,
-                              GRAMMAR, JSON_SCHEMA, STOP_IDS, TOOLS, TIMINGS})
+                              GRAMMAR, JSON_SCHEMA, STOP_IDS, TOOLS, TIMINGS, PARSE})
 
 
 class BackendError(Exception):
@@ -201,6 +202,7 @@ _REGISTRY: dict[str, str] = {
     "llama-cpp-python": "harness.backends.llama_cpp:LlamaCppBackend",
     "llama.cpp-builtin": "harness.backends.llama_builtin:LlamaBuiltinTemplates",
     "llama-server": "harness.backends.server:ServerBackend",
+    "llama.cpp-chat": "harness.backends.llama_chat:LlamaChatBackend",
     "openai": "harness.backends.openai_compat:OpenAICompatBackend",
     "llama-cpp-python-server": "harness.backends.lcp_server:LlamaCppServerBackend",
 }

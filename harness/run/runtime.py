@@ -132,7 +132,7 @@ class Runtime:
         """The llama-server backend builds from the llama.cpp tree vendored in the sdist of the
         installed llama-cpp-python unless told otherwise, so both backends are the same llama.cpp."""
         extra = dict(self.options.extra)
-        if name == "llama-server" and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
+        if name in ("llama-server", "llama.cpp-chat") and not any(k in extra for k in ("server_url", "server_binary", "llama_cpp_tree")):
             if not os.environ.get("HARNESS_LLAMA_CPP_TREE"):
                 from importlib.metadata import version
 

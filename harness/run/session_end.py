@@ -27,7 +27,7 @@ def prebuild_server(hs: Any) -> None:
         return                                   # not a conformance or benchmark run
     os.environ.setdefault("HARNESS_RUN_ID", f"run-{os.getpid()}-{int(time.time())}")
     filters = o.backends
-    if (filters and "llama-server" not in filters) or config.option.collectonly or o.server_url or o.server_binary:
+    if (filters and "llama-server" not in filters and "llama.cpp-chat" not in filters) or config.option.collectonly or o.server_url or o.server_binary:
         return
     tr = config.pluginmanager.get_plugin("terminalreporter")
     say = (lambda m: tr.write_line(m)) if tr is not None else (lambda m: None)
@@ -55,6 +55,13 @@ def prebuild_server(hs: Any) -> None:
         return
     how = "reused cached build" if built.cached else f"built in {built.build_seconds:.0f}s"
     say(f"llama-server: {how} {built.key} ({built.binary})")
+    from harness.run.probe_build import build_chat_probe
+    try:                                         # the llama.cpp-chat backend's probe, same build
+        probe = build_chat_probe(built, log=say)
+    except ServerBuildError as exc:
+        say(f"chat probe: {exc.headline} (llama.cpp-chat checks will be skipped)")
+        return
+    say(f"chat probe: {'reused' if probe.cached else f'built in {probe.build_seconds:.0f}s'} ({probe.binary})")
 
 
 def whole_modules(config: pytest.Config, shard: bool = True) -> bool:

@@ -1,0 +1,194 @@
+"""llama.cpp's own chat layer (common/chat.h) as a backend, through the native chat probe.
+
+No weights: the probe (harness/native/chat_probe.cpp, built by harness.run.probe_build next to
+llama-server from the same tree) renders templates with llama.cpp's Jinja engine, derives the chat
+params, parses outputs (non-streamed and streamed as the server does) and converts JSON schemas
+to grammars. One long-lived probe process per backend (per worker); JSON lines both ways. A probe
+that dies (GGML_ABORT, std::terminate, segfault) fails only the request that killed it, with the
+process's last stderr lines and exit status, and is restarted for the next request.
+
+options.extra: chat_probe_binary (a built probe; its lib dir is its own folder unless
+chat_probe_lib_dir), probe_args (extra CLI args, e.g. the debug op switch), or whatever
+llama-server's resolve_server takes (llama_cpp_tree, built_server, cmake_options).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import (PARSE, RENDER, BackendError, BackendOptions, ModelFiles,
+                                   Rendered, RenderRequest)
+
+
+class ProbeCrashed(BackendError):
+    """The probe process died on a request (abort, crash); it is restarted for the next one."""
+
+
+class ProbeError(BackendError):
+    """llama.cpp refused the request (it threw); the message is llama.cpp's."""
+
+
+class ChatProbe:
+    """One probe process; `call(request)` -> reply dict; restarts after a crash."""
+
+    def __init__(self, binary: Path, lib_dir: Path, args: tuple[str, ...] = (), timeout_s: float = 60.0):
+        self.binary, self.lib_dir, self.args, self.timeout_s = Path(binary), Path(lib_dir), args, timeout_s
+        self._proc: subprocess.Popen | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def _start(self) -> subprocess.Popen:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = str(self.lib_dir) + (os.pathsep + env["LD_LIBRARY_PATH"]
+                                                     if env.get("LD_LIBRARY_PATH") else "")
+        self._stderr.clear()
+        proc = subprocess.Popen([str(self.binary), *self.args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                text=True, encoding="utf-8", errors="replace", bufsize=1)
+        threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
+        return proc
+
+    def _drain(self, proc: subprocess.Popen) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                if self._proc is not None:
+                    self.restarts += 1
+                self._proc = self._start()
+            proc = self._proc
+            rid = next(self._ids)
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(json.dumps({**request, "id": rid}) + "\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+            except (BrokenPipeError, OSError):
+                line = ""
+            if not line:
+                try:
+                    rc = proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = proc.wait()
+                threading.Event().wait(0.05)            # let the drain thread catch the last lines
+                tail = "\n".join(self._stderr)
+                self._proc = None
+                self.restarts += 1
+                raise ProbeCrashed(f"chat probe died on op {request.get('op')!r} ({_describe(rc)}); "
+                                   f"last stderr lines:\n{tail}")
+            reply = json.loads(line)
+            if reply.get("id") != rid:
+                raise BackendError(f"chat probe answered id {reply.get('id')} to request {rid}")
+            return reply
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        import signal
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+def _resolve_probe(extra: dict[str, Any]) -> tuple[Path, Path]:
+    if extra.get("chat_probe_binary"):
+        b = Path(extra["chat_probe_binary"]).resolve()
+        return b, Path(extra.get("chat_probe_lib_dir") or b.parent)
+    from harness.backends.server import resolve_server
+    from harness.run.probe_build import build_chat_probe
+    built = build_chat_probe(resolve_server(extra))
+    return built.binary, built.lib_dir
+
+
+class LlamaChatBackend:
+    name = "llama.cpp-chat"
+    capabilities = frozenset({RENDER, PARSE})
+
+    def __init__(self, model: ModelFiles | None, options: BackendOptions):
+        self.model, self.options = model, options
+        binary, lib_dir = _resolve_probe(options.extra)
+        self.probe = ChatProbe(binary, lib_dir, tuple(options.extra.get("probe_args", ())),
+                               options.timeout_s)
+        self._version: dict[str, Any] | None = None
+
+    def info(self) -> dict[str, Any]:
+        if self._version is None:
+            self._version = self.probe.call({"op": "version"})
+        return {"backend": self.name, "probe": str(self.probe.binary),
+                "llama_cpp": self._version.get("build_info"), "commit": self._version.get("commit")}
+
+    def _inputs(self, req: RenderRequest, **kw: Any) -> dict[str, Any]:
+        if req.template is None:
+            raise BackendError("llama.cpp-chat needs the template source (no model to read it from)")
+        d: dict[str, Any] = {"template": req.template, "bos_token": req.bos_token or "",
+                             "eos_token": req.eos_token or "", "messages": req.messages,
+                             "tools": req.tools, "add_generation_prompt": req.add_generation_prompt}
+        kwargs = dict(req.extra)
+        kwargs.update(kw.pop("chat_template_kwargs", None) or {})
+        if kwargs:
+            d["chat_template_kwargs"] = kwargs
+        d.update({k: v for k, v in kw.items() if v is not None})
+        return d
+
+    def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        reply = self.probe.call({"op": op, **payload})
+        if not reply.get("ok"):
+            raise ProbeError(reply.get("error", "(no message)"))
+        return reply
+
+    def render_chat(self, req: RenderRequest, **kw: Any) -> dict[str, Any]:
+        """prompt + params (llama.cpp's common_chat_params) for these inputs; kw: tool_choice,
+        parallel_tool_calls, enable_thinking, reasoning_format, chat_template_kwargs."""
+        r = self.call("render", self._inputs(req, **kw))
+        return {"prompt": r["prompt"], "params": r["params"]}
+
+    def parse_chat(self, req: RenderRequest, text: str, pieces: list[str] | None = None,
+                   **kw: Any) -> dict[str, Any]:
+        payload = {**self._inputs(req, **kw), "text": text}
+        if pieces is not None:
+            payload["pieces"] = list(pieces)
+        r = self.call("parse", payload)
+        return {k: r[k] for k in ("message", "streamed", "diffs", "partial_error") if k in r}
+
+    def json_schema_to_grammar(self, schema: Any) -> str:
+        return self.call("json_schema_to_grammar", {"schema": schema})["grammar"]
+
+    def render_prompt(self, req: RenderRequest) -> Rendered:
+        try:
+            return Rendered(text=self.render_chat(req)["prompt"])
+        except ProbeError as e:                      # the template's raise_exception(...) fired
+            if "Jinja Exception: " in str(e):
+                msg = str(e).rsplit("Jinja Exception: ", 1)[1]
+                return Rendered(error=f"TemplateRejected: {msg}", rejected=True)
+            return Rendered(error=f"ProbeError: {e}")
+        except ProbeCrashed as e:
+            return Rendered(error=f"ProbeCrashed: {e}")
+
+    def close(self) -> None:
+        self.probe.close()

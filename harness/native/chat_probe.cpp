@@ -1,0 +1,234 @@
+// chat_probe: llama.cpp's chat layer (common/chat.h) without a model, as JSON lines on
+// stdin/stdout. One request per line, one reply per line:
+//   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":"<llama.cpp's exception message>"}
+// ops: render | parse | json_schema_to_grammar | version. Inputs are filled the way
+// llama-server fills common_chat_templates_inputs (tools/server/server-common.cpp) and the
+// streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
+// `--abort-on-debug-op` enables op "debug_abort" (std::abort), only for the harness's own
+// restart-mechanics test.
+#include "chat.h"
+#include "build-info.h"
+#include "json-schema-to-grammar.h"
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+using json = common_json;
+
+static const char * trigger_type_name(common_grammar_trigger_type t) {
+    switch (t) {
+        case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:        return "token";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_WORD:         return "word";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:      return "pattern";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: return "pattern_full";
+    }
+    return "unknown";
+}
+
+static json str_list(const std::vector<std::string> & v) {
+    json a = json::array();
+    for (const auto & s : v) a.push_back(s);
+    return a;
+}
+
+static std::string str_field(const json & req, const char * key, const std::string & def = "") {
+    return req.contains(key) && req.at(key).is_string() ? req.at(key).get<std::string>() : def;
+}
+
+static bool bool_field(const json & req, const char * key, bool def) {
+    return req.contains(key) && req.at(key).is_boolean() ? req.at(key).get<bool>() : def;
+}
+
+struct rendered {
+    common_chat_templates_ptr tmpls;
+    common_chat_templates_inputs inputs;
+    common_chat_params params;
+};
+
+static rendered do_render(const json & req) {
+    rendered r;
+    r.tmpls = common_chat_templates_init(nullptr, str_field(req, "template"),
+                                         str_field(req, "bos_token"), str_field(req, "eos_token"));
+    auto caps = common_chat_templates_get_caps(r.tmpls.get());
+    auto & in = r.inputs;
+    in.messages = common_chat_msgs_parse_oaicompat(req.value("messages", json::array()));
+    json tools = req.value("tools", json());
+    in.tools = common_chat_tools_parse_oaicompat(tools.is_null() ? json::array() : tools);
+    in.tool_choice = common_chat_tool_choice_parse_oaicompat(str_field(req, "tool_choice", "auto"));
+    in.use_jinja = true;
+    in.parallel_tool_calls = bool_field(req, "parallel_tool_calls", caps["supports_parallel_tool_calls"]);
+    in.add_generation_prompt = bool_field(req, "add_generation_prompt", true);
+    in.reasoning_format = common_reasoning_format_from_name(str_field(req, "reasoning_format", "none"));
+    in.enable_thinking = bool_field(req, "enable_thinking", true);
+    json kwargs = req.value("chat_template_kwargs", json::object());
+    if (kwargs.is_object()) {
+        for (const auto & item : kwargs.items()) {
+            in.chat_template_kwargs[item.key()] = item.value().dump();
+        }
+    }
+    // as the server: the "enable_thinking" kwarg overrides the flag
+    auto it = in.chat_template_kwargs.find("enable_thinking");
+    if (it != in.chat_template_kwargs.end()) {
+        if (it->second == "true") in.enable_thinking = true;
+        else if (it->second == "false") in.enable_thinking = false;
+    }
+    r.params = common_chat_templates_apply(r.tmpls.get(), in);
+    return r;
+}
+
+static json params_json(const common_chat_params & p) {
+    json triggers = json::array();
+    for (const auto & t : p.grammar_triggers) {
+        json o = json::object();
+        o["type"] = std::string(trigger_type_name(t.type));
+        o["value"] = t.value;
+        o["token"] = (int) t.token;
+        triggers.push_back(o);
+    }
+    json o = json::object();
+    o["format"] = std::string(common_chat_format_name(p.format));
+    o["grammar"] = p.grammar;
+    o["grammar_lazy"] = p.grammar_lazy;
+    o["grammar_triggers"] = triggers;
+    o["preserved_tokens"] = str_list(p.preserved_tokens);
+    o["additional_stops"] = str_list(p.additional_stops);
+    o["generation_prompt"] = p.generation_prompt;
+    o["supports_thinking"] = p.supports_thinking;
+    o["thinking_start_tag"] = p.thinking_start_tag;
+    o["thinking_end_tags"] = str_list(p.thinking_end_tags);
+    o["has_parser"] = !p.parser.empty();
+    return o;
+}
+
+static json msg_json(const common_chat_msg & m) {
+    json calls = json::array();
+    for (const auto & c : m.tool_calls) {
+        json o = json::object();
+        o["name"] = c.name;
+        o["arguments"] = c.arguments;
+        o["id"] = c.id;
+        calls.push_back(o);
+    }
+    json o = json::object();
+    o["content"] = m.content;
+    o["reasoning_content"] = m.reasoning_content;
+    o["tool_calls"] = calls;
+    return o;
+}
+
+static json diff_json(const common_chat_msg_diff & d) {
+    json o = json::object();
+    o["content_delta"] = d.content_delta;
+    o["reasoning_content_delta"] = d.reasoning_content_delta;
+    if (d.tool_call_index != std::string::npos) {
+        o["tool_call_index"] = (int) d.tool_call_index;
+        o["name"] = d.tool_call_delta.name;
+        o["arguments"] = d.tool_call_delta.arguments;
+        o["id"] = d.tool_call_delta.id;
+    }
+    return o;
+}
+
+// what an OpenAI client accumulates from the deltas
+static void apply_diff(common_chat_msg & acc, const common_chat_msg_diff & d) {
+    acc.content += d.content_delta;
+    acc.reasoning_content += d.reasoning_content_delta;
+    if (d.tool_call_index != std::string::npos) {
+        while (acc.tool_calls.size() <= d.tool_call_index) acc.tool_calls.push_back({});
+        auto & c = acc.tool_calls[d.tool_call_index];
+        if (!d.tool_call_delta.name.empty()) c.name = d.tool_call_delta.name;
+        if (!d.tool_call_delta.id.empty()) c.id = d.tool_call_delta.id;
+        c.arguments += d.tool_call_delta.arguments;
+    }
+}
+
+static common_chat_parser_params parser_params(const rendered & r, bool stream) {
+    common_chat_parser_params pp(r.params);
+    pp.reasoning_format = r.inputs.reasoning_format;
+    pp.reasoning_in_content = stream && pp.reasoning_format == COMMON_REASONING_FORMAT_DEEPSEEK_LEGACY;
+    pp.parse_tool_calls = !r.inputs.tools.empty() && r.inputs.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
+    if (!r.params.parser.empty()) pp.parser.load(r.params.parser);
+    return pp;
+}
+
+static void do_parse(const json & req, json & out) {
+    rendered r = do_render(req);
+    std::string text = str_field(req, "text");
+    out["message"] = msg_json(common_chat_parse(text, false, parser_params(r, false)));
+    if (!req.contains("pieces") || !req.at("pieces").is_array()) return;
+    // the streamed path: update_chat_msg after every piece, then once more non-partial
+    auto pp = parser_params(r, true);
+    std::vector<std::string> ids_cache;
+    int next_id = 0;
+    auto gen_id = [&]() { return "call_" + std::to_string(next_id++); };
+    common_chat_msg prev, acc;
+    std::string generated;
+    json diffs = json::array();
+    auto step = [&](bool partial) {
+        auto m = common_chat_parse(generated, partial, pp);
+        if (m.empty()) return;
+        m.set_tool_call_ids(ids_cache, gen_id);
+        for (const auto & d : common_chat_msg_diff::compute_diffs(prev, m)) {
+            diffs.push_back(diff_json(d));
+            apply_diff(acc, d);
+        }
+        prev = m;
+    };
+    const json & pieces = req.at("pieces");
+    for (size_t i = 0; i < pieces.size(); i++) {
+        generated += pieces.at(i).get<std::string>();
+        try {
+            step(true);
+        } catch (const std::exception & e) {
+            out["partial_error"] = std::string(e.what());
+            break;
+        }
+    }
+    step(false);
+    out["streamed"] = msg_json(acc);
+    out["diffs"] = diffs;
+}
+
+int main(int argc, char ** argv) {
+    bool debug_abort = argc > 1 && std::string(argv[1]) == "--abort-on-debug-op";
+    std::ios::sync_with_stdio(false);
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        if (line.empty()) continue;
+        json out = json::object();
+        try {
+            json req = json::parse(line);
+            out["id"] = req.value("id", json());
+            std::string op = str_field(req, "op");
+            if (op == "render") {
+                rendered r = do_render(req);
+                out["prompt"] = r.params.prompt;
+                out["params"] = params_json(r.params);
+            } else if (op == "parse") {
+                do_parse(req, out);
+            } else if (op == "json_schema_to_grammar") {
+                out["grammar"] = json_schema_to_grammar(req.value("schema", json()));
+            } else if (op == "version") {
+                out["build_info"] = std::string(llama_build_info());
+                out["commit"] = std::string(llama_commit());
+                out["build_number"] = llama_build_number();
+            } else if (op == "debug_abort" && debug_abort) {
+                std::cerr << "chat_probe: debug_abort requested" << std::endl;
+                std::abort();
+            } else {
+                throw std::invalid_argument("unknown op '" + op + "'");
+            }
+            out["ok"] = true;
+        } catch (const std::exception & e) {
+            json err = json::object();
+            err["id"] = out.contains("id") ? out.at("id") : json();
+            err["ok"] = false;
+            err["error"] = std::string(e.what());
+            out = err;
+        }
+        std::cout << out.dump_safe() << "\n" << std::flush;
+    }
+    return 0;
+}

@@ -1,0 +1,113 @@
+"""Build the harness's native chat probe (harness/native/chat_probe.cpp) next to llama-server.
+
+The probe links llama.cpp's `common` and `llama`, so it is built in the same build dir as a
+BuiltServer from harness.run.server_build (same tree, same options, same configure), as one more
+target: the build dir is re-configured with -DCMAKE_PROJECT_INCLUDE=harness/native/chat_probe.cmake
+(nothing is written into the source tree; every other cache entry stays as llama-server's build
+left it, so llama-server itself is not rebuilt) and `harness-chat-probe` is built. The result is
+kept under the server's cache key, in a folder named after the probe sources' hash, so a changed
+probe rebuilds and an unchanged one is reused. Failures raise ServerBuildError (the same skip
+mechanism as llama-server's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from harness.atomic import write_atomic
+from harness.run import ccache
+from harness.run.build_progress import BuildProgress, run_logged
+from harness.run.server_build import BuiltServer, ServerBuildError
+
+NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
+PROBE_SOURCES = ("chat_probe.cpp", "chat_probe.cmake")
+TARGET = "harness-chat-probe"
+
+
+@dataclass(frozen=True)
+class BuiltProbe:
+    binary: Path
+    lib_dir: Path
+    server_key: str
+    source_hash: str
+    build_seconds: float | None = None
+    cached: bool = False
+
+
+def probe_source_hash() -> str:
+    h = hashlib.sha256()
+    for name in PROBE_SOURCES:
+        h.update(name.encode() + b"\0" + (NATIVE_DIR / name).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_MEMO: dict[tuple[str, str], BuiltProbe] = {}
+
+
+def build_chat_probe(server: BuiltServer, *, log: Callable[[str], None] = print,
+                     jobs: int = 2) -> BuiltProbe:
+    """The chat probe built from `server`'s tree and build dir (built at most once per key)."""
+    sh = probe_source_hash()
+    memo_key = (str(server.build_dir), sh)
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
+    kdir = server.build_dir.parent / f"chat-probe-{sh}"
+    binary = kdir / "chat_probe"
+    done = kdir / "built.json"
+    kdir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(kdir / "build.lock")):
+        if done.exists() and binary.exists():
+            d = json.loads(done.read_text())
+            built = BuiltProbe(binary, server.lib_dir, server.key, sh, d.get("build_seconds"), True)
+        else:
+            built = _build(server, sh, kdir, binary, log, jobs)
+    _MEMO[memo_key] = built
+    return built
+
+
+def _build(server: BuiltServer, sh: str, kdir: Path, binary: Path, log: Callable[[str], None],
+           jobs: int) -> BuiltProbe:
+    if server.source_tree is None or not (server.build_dir / "CMakeCache.txt").exists():
+        raise ServerBuildError(f"chat probe: llama-server at {server.binary} has no build dir with "
+                               f"a CMake cache to add the probe to (a prebuilt binary?)")
+    log_path = kdir / "build.log"
+    configure = ["cmake", "-S", str(server.source_tree), "-B", str(server.build_dir),
+                 f"-DCMAKE_PROJECT_INCLUDE={NATIVE_DIR / 'chat_probe.cmake'}"]
+    compile_ = ["cmake", "--build", str(server.build_dir), "--target", TARGET, "-j", str(jobs)]
+    launcher = ccache.find_ccache()
+    env = ccache.ccache_env(server.build_dir.parents[2]) if launcher else None
+    log(f"chat probe: building {TARGET} in {server.build_dir}; log {log_path}")
+    t0 = time.monotonic()
+    progress = BuildProgress(TARGET, str(log_path))
+    try:
+        with open(log_path, "w") as out:
+            for cmd in (configure, compile_):
+                out.write("$ " + " ".join(cmd) + "\n")
+                out.flush()
+                rc = run_logged(cmd, out, progress.feed, env=env)
+                if rc != 0:
+                    lines = log_path.read_text(errors="replace").splitlines()
+                    tail = "\n".join(lines[-30:])
+                    raise ServerBuildError(f"chat probe build failed (exit {rc}) running "
+                                           f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
+                                           log_path, tail)
+    finally:
+        progress.close()
+    out_bin = server.build_dir / "bin" / TARGET
+    if not out_bin.exists():
+        raise ServerBuildError(f"chat probe build finished but {out_bin} is missing; log {log_path}",
+                               log_path)
+    shutil.copy2(out_bin, binary)
+    seconds = round(time.monotonic() - t0, 1)
+    write_atomic(kdir / "built.json", json.dumps({"binary": str(binary), "source_hash": sh,
+                                                  "build_seconds": seconds}, indent=1))
+    log(f"chat probe: built in {seconds:.0f}s")
+    return BuiltProbe(binary, server.lib_dir, server.key, sh, seconds, False)
