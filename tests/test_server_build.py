@@ -199,3 +199,23 @@ def test_every_ui_option_of_the_pinned_tree_is_set_explicitly(llama_tree):
     names = set(re.findall(r"option\((LLAMA_(?:\w+_)?UI(?:_\w+)?)\s", (llama_tree / "CMakeLists.txt").read_text()))
     assert {"LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI"} <= names
     assert {n: DEFAULT_CMAKE_OPTIONS.get(n) for n in names} == {n: "OFF" for n in names}
+
+
+@needs_toolchain
+def test_a_build_succeeds_on_a_read_only_tree_and_leaves_it_as_it_was(tmp_path):
+    # the positive side of the rule: everything a build writes goes to the cache, so a tree the
+    # build cannot write to builds, and its hash and full listing (every file) are unchanged
+    # (run as root the modes stop nothing; the hash and listing compare still catch a write)
+    from harness.run.server_build import tree_listing
+    tree = tiny_tree(tmp_path / "tree", tag="readonly")
+    before_hash, before_listing = tree_hash(tree), tree_listing(tree)
+    paths = [tree, *tree.rglob("*")]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        built = build_llama_server(tree, cache_root=tmp_path / "cache", log=lambda m: None, build=True)
+    finally:
+        for p in paths:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert built.version.startswith("version: readonly") and built.tree_hash == before_hash
+    assert tree_hash(tree) == before_hash and tree_listing(tree) == before_listing
