@@ -219,3 +219,43 @@ def test_a_build_succeeds_on_a_read_only_tree_and_leaves_it_as_it_was(tmp_path):
             p.chmod(0o755 if p.is_dir() else 0o644)
     assert built.version.startswith("version: readonly") and built.tree_hash == before_hash
     assert tree_hash(tree) == before_hash and tree_listing(tree) == before_listing
+
+
+def test_every_build_step_runner_fails_a_build_that_writes_into_its_tree(tmp_path):
+    # the chat probe's re-configure of llama-server's build dir goes through the same runner as
+    # llama-server's own build, so it is held to the same rule
+    from harness.run.server_build import BuildStepFailed, run_build_steps
+    tree = tiny_tree(tmp_path / "tree")
+    writes = [sys.executable, "-c", f"open({str(tree / 'CMakeLists.txt.user')!r}, 'w').write('x')"]
+    with pytest.raises(BuildStepFailed, match="chat probe build wrote into its source tree") as e:
+        run_build_steps("chat probe", "harness-chat-probe", [writes], tmp_path / "build.log", tree=tree)
+    assert e.value.rc == "tree-modified" and "added CMakeLists.txt.user" in str(e.value)
+    assert e.value.log_path == str(tmp_path / "build.log")
+    clean = [sys.executable, "-c", "print('[ 50%] Building')"]
+    assert run_build_steps("chat probe", "t", [clean], tmp_path / "ok.log", tree=tree) >= 0
+    with pytest.raises(BuildStepFailed, match=r"exit 3") as e:
+        run_build_steps("chat probe", "t", [[sys.executable, "-c", "raise SystemExit(3)"]],
+                        tmp_path / "bad.log", tree=tree)
+    assert e.value.rc == 3
+
+
+@needs_toolchain
+def test_once_prebuilt_a_missing_chat_probe_is_reported_not_built(tmp_path, monkeypatch):
+    from harness.run.probe_build import build_chat_probe
+    from harness.run.server_build import PREBUILT_ENV
+    tree = tiny_tree(tmp_path / "tree", tag="probe")
+    server = build_llama_server(tree, cache_root=tmp_path / "cache", log=lambda m: None, build=True)
+    monkeypatch.setattr("harness.run.probe_build._MEMO", {})
+    monkeypatch.setenv(PREBUILT_ENV, "1")
+    with pytest.raises(ServerBuildError, match="chat probe .* was not built before the checks started"):
+        build_chat_probe(server, log=lambda m: None)
+    assert not list(server.build_dir.parent.glob("chat-probe-*/build.log"))   # cmake never ran
+
+
+@needs_toolchain
+def test_two_cache_roots_do_not_share_a_build(tmp_path):
+    tree = tiny_tree(tmp_path / "tree", tag="roots")
+    a = build_llama_server(tree, cache_root=tmp_path / "a", log=lambda m: None, build=True)
+    b = build_llama_server(tree, cache_root=tmp_path / "b", log=lambda m: None, build=True)
+    assert a.key == b.key and not b.cached
+    assert str(a.binary).startswith(str(tmp_path / "a")) and str(b.binary).startswith(str(tmp_path / "b"))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,8 +24,7 @@ from filelock import FileLock
 
 from harness.atomic import write_atomic
 from harness.run import ccache
-from harness.run.build_progress import BuildProgress, run_logged
-from harness.run.server_build import BuiltServer, ServerBuildError
+from harness.run.server_build import PREBUILT_ENV, BuiltServer, ServerBuildError, run_build_steps
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
 PROBE_SOURCES = ("chat_probe.cpp", "chat_probe.cmake")
@@ -53,8 +52,13 @@ _MEMO: dict[tuple[str, str], BuiltProbe] = {}
 
 
 def build_chat_probe(server: BuiltServer, *, log: Callable[[str], None] = print,
-                     jobs: int = 2) -> BuiltProbe:
-    """The chat probe built from `server`'s tree and build dir (built at most once per key)."""
+                     jobs: int = 2, build: bool | None = None) -> BuiltProbe:
+    """The chat probe built from `server`'s tree and build dir (built at most once per key).
+
+    build=False (the default once the controller has prebuilt: $HARNESS_SERVER_PREBUILT) only
+    looks the probe up: a missing one is a ServerBuildError, never a build inside a check."""
+    if build is None:
+        build = not os.environ.get(PREBUILT_ENV)
     sh = probe_source_hash()
     memo_key = (str(server.build_dir), sh)
     if memo_key in _MEMO:
@@ -62,6 +66,11 @@ def build_chat_probe(server: BuiltServer, *, log: Callable[[str], None] = print,
     kdir = server.build_dir.parent / f"chat-probe-{sh}"
     binary = kdir / "chat_probe"
     done = kdir / "built.json"
+    if not build and not (done.exists() and binary.exists()):
+        raise ServerBuildError(
+            f"chat probe for llama-server {server.key} was not built before the checks started, "
+            f"and no build runs inside a check; the controller's prebuild did not produce it "
+            f"(see its chat probe line at the start of the run)")
     kdir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(kdir / "build.lock")):
         if done.exists() and binary.exists():
@@ -85,28 +94,14 @@ def _build(server: BuiltServer, sh: str, kdir: Path, binary: Path, log: Callable
     launcher = ccache.find_ccache()
     env = ccache.ccache_env(server.build_dir.parents[2]) if launcher else None
     log(f"chat probe: building {TARGET} in {server.build_dir}; log {log_path}")
-    t0 = time.monotonic()
-    progress = BuildProgress(TARGET, str(log_path))
-    try:
-        with open(log_path, "w") as out:
-            for cmd in (configure, compile_):
-                out.write("$ " + " ".join(cmd) + "\n")
-                out.flush()
-                rc = run_logged(cmd, out, progress.feed, env=env)
-                if rc != 0:
-                    lines = log_path.read_text(errors="replace").splitlines()
-                    tail = "\n".join(lines[-30:])
-                    raise ServerBuildError(f"chat probe build failed (exit {rc}) running "
-                                           f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
-                                           log_path, tail)
-    finally:
-        progress.close()
+    # the re-configure reads the source tree again: it is held to the same no-writes rule
+    seconds = run_build_steps("chat probe", TARGET, [configure, compile_], log_path,
+                              tree=server.source_tree, env=env)
     out_bin = server.build_dir / "bin" / TARGET
     if not out_bin.exists():
         raise ServerBuildError(f"chat probe build finished but {out_bin} is missing; log {log_path}",
                                log_path)
     shutil.copy2(out_bin, binary)
-    seconds = round(time.monotonic() - t0, 1)
     write_atomic(kdir / "built.json", json.dumps({"binary": str(binary), "source_hash": sh,
                                                   "build_seconds": seconds}, indent=1))
     log(f"chat probe: built in {seconds:.0f}s")

@@ -249,19 +249,64 @@ def server_version(binary: Path, lib_dir: Path) -> str:
     return "\n".join(keep or out[-2:])
 
 
-def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], kdir: Path, log_path: Path) -> None:
+def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], what: str) -> None:
     """A build that wrote into its source tree is a failed build: its key no longer names the
     tree it was built from, and the tree is not the one the user gave."""
     changes = listing_changes(before, tree_listing(tree))
     if not changes:
         return
     shown = "\n".join(changes[:20]) + (f"\n... and {len(changes) - 20} more" if len(changes) > 20 else "")
-    msg = (f"the llama-server build wrote into its source tree {tree} ({len(changes)} paths); "
-           f"a build must leave the tree untouched (its hash is the build's key):\n{shown}")
-    write_atomic(kdir / "failed.json", json.dumps(
-        {"run_id": _run_id(), "rc": "tree-modified", "cmd": ["cmake", "--build"], "log": str(log_path),
-         "tail": shown, "time": time.time()}, indent=1))
-    raise ServerBuildError(msg, log_path, shown)
+    raise BuildStepFailed(
+        f"the {what} build wrote into its source tree {tree} ({len(changes)} paths); "
+        f"a build must leave the tree untouched (its hash is the build's key):\n{shown}",
+        rc="tree-modified", cmd=["cmake", "--build"], tail=shown)
+
+
+class BuildStepFailed(ServerBuildError):
+    """One step of run_build_steps failed: its exit status (or "tree-modified") and command."""
+
+    def __init__(self, message: str, *, rc: int | str, cmd: list[str], log_path: Path | None = None,
+                 tail: str = ""):
+        super().__init__(message, log_path, tail)
+        self.rc, self.cmd = rc, cmd
+
+    def __reduce__(self):
+        return (_rebuild_step_failed, (str(self), self.rc, self.cmd, self.log_path, self.tail))
+
+
+def _rebuild_step_failed(message, rc, cmd, log_path, tail):
+    return BuildStepFailed(message, rc=rc, cmd=cmd, log_path=log_path, tail=tail)
+
+
+def run_build_steps(what: str, target: str, steps: list[list[str]], log_path: Path, *,
+                    tree: Path | None, env: dict[str, str] | None = None) -> float:
+    """Run the cmake `steps` of one build, logged to `log_path` with a progress bar named `target`;
+    return the seconds taken. Every build of the harness goes through here, so each one gets the
+    same rules: a failing step raises BuildStepFailed with the log's tail, and when `tree` is given
+    a build that changed any file of the tree (listed before and after) fails, naming the paths."""
+    t0 = time.monotonic()
+    listing = tree_listing(tree) if tree is not None else None
+    progress = BuildProgress(target, str(log_path))
+    try:
+        with open(log_path, "w") as out:
+            for cmd in steps:
+                out.write("$ " + " ".join(cmd) + "\n")
+                out.flush()
+                rc = run_logged(cmd, out, progress.feed, env=env)
+                if rc != 0:
+                    tail = _tail(log_path)
+                    raise BuildStepFailed(f"{what} build failed (exit {rc}) running {' '.join(cmd[:3])} ...; "
+                                          f"log {log_path}; last lines:\n{tail}",
+                                          rc=rc, cmd=cmd, log_path=log_path, tail=tail)
+    finally:
+        progress.close()
+    if listing is not None:
+        try:
+            _check_tree_untouched(tree, listing, what)
+        except BuildStepFailed as exc:
+            exc.log_path = str(log_path)
+            raise
+    return round(time.monotonic() - t0, 1)
 
 
 # --- the build --------------------------------------------------------------------
@@ -286,8 +331,9 @@ def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | Non
     # Stamp the tree hash into `--version` (the vendored tree has no git to ask).
     options.setdefault("LLAMA_BUILD_COMMIT", f"tree-{th[:12]}")
     key = _cache_key(th, options)
-    if key in _PROCESS_MEMO:
-        return dataclasses.replace(_PROCESS_MEMO[key], cached=True)
+    memo_key = f"{root.resolve()}::{key}"
+    if memo_key in _PROCESS_MEMO:
+        return dataclasses.replace(_PROCESS_MEMO[memo_key], cached=True)
     kdir = base / key
     done, failed = kdir / "built.json", kdir / "failed.json"
 
@@ -317,7 +363,7 @@ def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | Non
                 built = _build(tree, th, options, key, kdir, log, jobs or _default_jobs())
         finally:
             lock.release()
-    _PROCESS_MEMO[key] = built
+    _PROCESS_MEMO[memo_key] = built
     return built
 
 
@@ -366,30 +412,14 @@ def _build(tree: Path, th: str, options: dict[str, str], key: str, kdir: Path,
     env = ccache.ccache_env(kdir.parents[1]) if launcher else None
     compile_ = ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)]
     log(f"llama-server: building {key} (tree {th[:12]}) in {build_dir}; log {log_path}")
-    t0 = time.monotonic()
-    listing = tree_listing(tree)
-    progress = BuildProgress(BINARY_NAME, str(log_path))
-    with open(log_path, "w") as out:
-        for cmd in (configure, compile_):
-            out.write("$ " + " ".join(cmd) + "\n")
-            out.flush()
-            try:
-                rc = run_logged(cmd, out, progress.feed, env=env)
-            except BaseException:
-                progress.close()
-                raise
-            if rc != 0:
-                progress.close()
-                tail = _tail(log_path)
-                write_atomic(kdir / "failed.json", json.dumps(
-                    {"run_id": _run_id(), "rc": rc, "cmd": cmd, "log": str(log_path),
-                     "tail": tail, "time": time.time()}, indent=1))
-                raise ServerBuildError(f"llama-server build failed (exit {rc}) running "
-                                       f"{' '.join(cmd[:3])} ...; log {log_path}; last lines:\n{tail}",
-                                       log_path, tail)
-    progress.close()
-    seconds = round(time.monotonic() - t0, 1)
-    _check_tree_untouched(tree, listing, kdir, log_path)
+    try:
+        seconds = run_build_steps("llama-server", BINARY_NAME, [configure, compile_], log_path,
+                                  tree=tree, env=env)
+    except BuildStepFailed as exc:
+        write_atomic(kdir / "failed.json", json.dumps(
+            {"run_id": _run_id(), "rc": exc.rc, "cmd": exc.cmd, "log": str(log_path),
+             "tail": exc.tail, "time": time.time()}, indent=1))
+        raise
     binary = build_dir / "bin" / BINARY_NAME
     if not binary.exists():
         raise ServerBuildError(f"build finished but {binary} is missing; log {log_path}", log_path,

@@ -57,7 +57,7 @@ def prebuild_server(hs: Any) -> None:
     say(f"llama-server: {how} {built.key} ({built.binary})")
     from harness.run.probe_build import build_chat_probe
     try:                                         # the llama.cpp-chat backend's probe, same build
-        probe = build_chat_probe(built, log=say)
+        probe = build_chat_probe(built, log=say, build=True)
     except ServerBuildError as exc:
         say(f"chat probe: {exc.headline} (llama.cpp-chat checks will be skipped)")
         return
