@@ -15,7 +15,24 @@
 #include <string>
 #include <vector>
 
+// Compatibility across llama.cpp trees (flags set by chat_probe.cmake from the tree's headers):
+// newer trees wrap the JSON library in common_json (common/json.h) and take it in the chat API;
+// older ones (e.g. llama-cpp-python 0.3.30's) take nlohmann::ordered_json.
+#if HARNESS_COMMON_JSON
 using json = common_json;
+#else
+#include <nlohmann/json.hpp>
+using json = nlohmann::ordered_json;
+#endif
+
+// one reply line; bad UTF-8 in llama.cpp's output is replaced, never an exception
+static std::string dump_line(const json & j) {
+#if HARNESS_COMMON_JSON
+    return j.dump_safe();
+#else
+    return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+#endif
+}
 
 static const char * trigger_type_name(common_grammar_trigger_type t) {
     switch (t) {
@@ -97,7 +114,12 @@ static json params_json(const common_chat_params & p) {
     o["generation_prompt"] = p.generation_prompt;
     o["supports_thinking"] = p.supports_thinking;
     o["thinking_start_tag"] = p.thinking_start_tag;
+#if HARNESS_THINKING_END_TAGS
     o["thinking_end_tags"] = str_list(p.thinking_end_tags);
+#else                                   // one end tag in older trees: the same shape either way
+    o["thinking_end_tags"] = str_list(p.thinking_end_tag.empty() ? std::vector<std::string>{}
+                                                                 : std::vector<std::string>{p.thinking_end_tag});
+#endif
     o["has_parser"] = !p.parser.empty();
     return o;
 }
@@ -228,7 +250,7 @@ int main(int argc, char ** argv) {
             err["error"] = std::string(e.what());
             out = err;
         }
-        std::cout << out.dump_safe() << "\n" << std::flush;
+        std::cout << dump_line(out) << "\n" << std::flush;
     }
     return 0;
 }

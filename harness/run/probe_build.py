@@ -87,6 +87,13 @@ def _build(server: BuiltServer, sh: str, kdir: Path, binary: Path, log: Callable
     if server.source_tree is None or not (server.build_dir / "CMakeCache.txt").exists():
         raise ServerBuildError(f"chat probe: llama-server at {server.binary} has no build dir with "
                                f"a CMake cache to add the probe to (a prebuilt binary?)")
+    if not server.source_tree.is_dir():
+        # CMake ties a build dir to the source dir it was configured from; the same tree at
+        # another path (same hash, same key) cannot re-configure it
+        raise ServerBuildError(f"chat probe: llama-server {server.key} was configured from "
+                               f"{server.source_tree}, which is gone (moved?); the probe is added to "
+                               f"that build dir, so it needs the tree back there, or a fresh build "
+                               f"(remove {server.build_dir.parent})")
     log_path = kdir / "build.log"
     configure = ["cmake", "-S", str(server.source_tree), "-B", str(server.build_dir),
                  f"-DCMAKE_PROJECT_INCLUDE={NATIVE_DIR / 'chat_probe.cmake'}"]
