@@ -82,3 +82,15 @@ def test_abort_fails_only_its_request_and_probe_restarts(probe_files):
         assert b.probe.restarts == 1
     finally:
         b.close()
+
+
+def test_cpp_schema_converter_through_the_grammar_engine(probe_files):
+    """generation.grammar_engine's llama.cpp-json-schema engine: the C++ converter's GBNF, run
+    through llama.cpp's grammar engine, honours integer bounds (the Python port does not)."""
+    from harness.families.generation.engine import engine, llama_cpp_python_gbnf
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["n"], "additionalProperties": False}
+    gbnf = _backend(probe_files).json_schema_to_grammar(schema)
+    texts = ['{"n": 3}', '{"n": -1}', '{"n": 10}', '{"n": "3"}']
+    assert engine().verdicts(gbnf, texts) == [True, False, False, False]
+    assert engine().verdicts(llama_cpp_python_gbnf(schema), texts) == [True, True, True, False]

@@ -16,7 +16,10 @@ REFERENCE_RENDERER = "hf"
 RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
 TOKENIZERS = ("hf", "llama-cpp-python", "llama-server")
 GENERATORS = ("llama-cpp-python", "llama-server", "openai", "llama-cpp-python-server")
-ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS))
+# llama.cpp's chat layer without weights (harness/backends/llama_chat.py): today its C++ JSON-schema
+# converter in generation.grammar_engine
+CHAT_LAYER = ("llama.cpp-chat",)
+ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS + CHAT_LAYER))
 
 
 @dataclass(frozen=True)

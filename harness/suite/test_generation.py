@@ -5,7 +5,7 @@ The checking itself lives in harness/families/generation/checks.py."""
 
 from harness.families.generation import checks as gen
 from harness.families.generation.constrained import constrained_items
-from harness.backends.base import CHAT, COMPLETE, STREAM, VOCAB
+from harness.backends.base import CHAT, COMPLETE, RENDER, STREAM, VOCAB
 from harness.suite import conclude, needs, open_backend, run_check, skip_unsupported
 
 PARAMETERS = {
@@ -21,9 +21,14 @@ PARAMETERS = {
 }
 
 
-def test_grammar_engine(engine_item, golden, record_property):
-    """Strings each grammar must accept and reject, through llama.cpp's grammar engine alone."""
-    conclude(run_check(gen.check_grammar_engine, engine_item), golden, record_property)
+def test_grammar_engine(engine_item, harness_runtime, golden, record_property):
+    """Strings each grammar must accept and reject, through llama.cpp's grammar engine alone
+    (for a JSON schema: on the GBNF of llama-cpp-python's converter and of llama.cpp's own)."""
+    to_gbnf = None
+    if engine_item.backend is not None:          # llama.cpp's C++ converter, through the chat probe
+        backend = open_backend(harness_runtime, engine_item.backend, engine_item.case, RENDER, record_property)
+        to_gbnf = backend.json_schema_to_grammar
+    conclude(run_check(gen.check_grammar_engine, engine_item, to_gbnf), golden, record_property)
 
 
 def test_grammar(grammar_item, harness_runtime, golden, record_property):

@@ -8,7 +8,7 @@ import dataclasses
 import json
 
 from harness.backends.base import (
-    CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, STREAM, Backend, ChatRequest, CompletionRequest
+    BackendError, CHAT, COMPLETE, GRAMMAR, JSON_SCHEMA, STREAM, Backend, ChatRequest, CompletionRequest
 )
 from harness.cases.model import Case
 from harness.checks import mismatch
@@ -18,11 +18,13 @@ from .calls import (
     trailing_whitespace, show_value
 )
 from .engine import GrammarParseError, capture_fd2, engine, llama_cpp_python_gbnf, vocab_of
-from .items import GenItem, MIN_ACCEPT_REJECT, WHITESPACE_RUN
+from .items import CPP_SCHEMA_ENGINE, GenItem, MIN_ACCEPT_REJECT, WHITESPACE_RUN
 
 
 # --- 1. grammar engine, no model ------------------------------------------------------------
-def check_grammar_engine(item: GenItem) -> Outcome:
+def check_grammar_engine(item: GenItem, to_gbnf=None) -> Outcome:
+    """`to_gbnf`: for the llama.cpp-json-schema engine, llama.cpp's C++ JSON-schema converter
+    (LlamaChatBackend.json_schema_to_grammar)."""
     g, eng = item.entry, item.extra[0][1]
     accept, reject = list(g["accept"]), list(g["reject"])
     out = Outcome(golden={})
@@ -39,7 +41,16 @@ def check_grammar_engine(item: GenItem) -> Outcome:
             out.case_errors.append(f"{item.location()}: the case's own accept/reject strings disagree with "
                                    f"jsonschema for '{g['id']}': {wrong}")
         return out
-    gbnf = g["gbnf"] if eng == "llama.cpp" else llama_cpp_python_gbnf(g["json_schema"])
+    if eng == CPP_SCHEMA_ENGINE:
+        try:
+            gbnf = to_gbnf(g["json_schema"])
+        except BackendError as exc:          # ProbeError / ProbeCrashed: llama.cpp refused it
+            out.problems.append(f"{item.location()}: llama.cpp's json_schema_to_grammar refuses the JSON "
+                                f"schema of '{g['id']}': {exc}")
+            out.golden = {"refused": str(exc).splitlines()[0]}
+            return out
+    else:
+        gbnf = g["gbnf"] if eng == "llama.cpp" else llama_cpp_python_gbnf(g["json_schema"])
     try:
         verdict = engine().verdicts(gbnf, accept + reject)
     except GrammarParseError as exc:
@@ -57,8 +68,9 @@ def check_grammar_engine(item: GenItem) -> Outcome:
     wrong = _wrong(accept, reject, verdict)
     if wrong:
         side = "the case's accept/reject lists" if eng == "llama.cpp" else "jsonschema (the case's lists)"
-        who = "llama.cpp's grammar engine" if eng == "llama.cpp" else \
-            "llama.cpp's engine on llama-cpp-python's GBNF for the schema"
+        who = {"llama.cpp": "llama.cpp's grammar engine",
+               CPP_SCHEMA_ENGINE: "llama.cpp's engine on llama.cpp's own (C++) GBNF for the schema"}.get(
+            eng, "llama.cpp's engine on llama-cpp-python's GBNF for the schema")
         out.problems.append(str(mismatch(item.location(), f"{who} disagrees with {side} on grammar '{g['id']}'",
                                          {"must_accept": wrong["rejected_wrongly"],
                                           "must_reject": wrong["accepted_wrongly"]},

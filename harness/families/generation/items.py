@@ -77,6 +77,7 @@ class GenItem(Item):
 
 
 MODES = ("nostream", "stream")
+CPP_SCHEMA_ENGINE = "llama.cpp-json-schema"
 
 
 def _cases(cases: CaseSet) -> list[Case]:
@@ -117,6 +118,13 @@ def engine_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
             engines = ["llama.cpp"] if "gbnf" in g else ["jsonschema", "llama-cpp-python-gbnf"]
             out += [GenItem(c, f"{FAMILY}.grammar_engine", extra=(("engine", e),), kind="grammar",
                             entry_id=g["id"], entry=g, line=line) for e in engines]
+            if "json_schema" in g and "llama.cpp-chat" in available:
+                # llama.cpp's own C++ converter (common/json-schema-to-grammar.cpp, through the chat
+                # probe): what llama-server uses for json_schema / response_format, compared on
+                # the same strings with llama-cpp-python's Python port of it
+                out.append(GenItem(c, f"{FAMILY}.grammar_engine", extra=(("engine", CPP_SCHEMA_ENGINE),),
+                                   kind="grammar", entry_id=g["id"], entry=g, line=line,
+                                   backend="llama.cpp-chat"))
     return out
 
 
