@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from filelock import FileLock
 
 from harness.atomic import write_atomic
 from harness.run import ccache
-from harness.run.server_build import PREBUILT_ENV, BuiltServer, ServerBuildError, run_build_steps
+from harness.run.server_build import BuiltServer, ServerBuildError, may_build, run_build_steps
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
 PROBE_SOURCES = ("chat_probe.cpp", "chat_probe.cmake")
@@ -57,8 +56,7 @@ def build_chat_probe(server: BuiltServer, *, log: Callable[[str], None] = print,
 
     build=False (the default once the controller has prebuilt: $HARNESS_SERVER_PREBUILT) only
     looks the probe up: a missing one is a ServerBuildError, never a build inside a check."""
-    if build is None:
-        build = not os.environ.get(PREBUILT_ENV)
+    build = may_build(build)
     sh = probe_source_hash()
     memo_key = (str(server.build_dir), sh)
     if memo_key in _MEMO:

@@ -249,7 +249,7 @@ def server_version(binary: Path, lib_dir: Path) -> str:
     return "\n".join(keep or out[-2:])
 
 
-def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], what: str) -> None:
+def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], what: str, log_path: Path) -> None:
     """A build that wrote into its source tree is a failed build: its key no longer names the
     tree it was built from, and the tree is not the one the user gave."""
     changes = listing_changes(before, tree_listing(tree))
@@ -259,7 +259,7 @@ def _check_tree_untouched(tree: Path, before: dict[str, tuple[int, int]], what: 
     raise BuildStepFailed(
         f"the {what} build wrote into its source tree {tree} ({len(changes)} paths); "
         f"a build must leave the tree untouched (its hash is the build's key):\n{shown}",
-        rc="tree-modified", cmd=["cmake", "--build"], tail=shown)
+        rc="tree-modified", cmd=["cmake", "--build"], log_path=log_path, tail=shown)
 
 
 class BuildStepFailed(ServerBuildError):
@@ -301,12 +301,14 @@ def run_build_steps(what: str, target: str, steps: list[list[str]], log_path: Pa
     finally:
         progress.close()
     if listing is not None:
-        try:
-            _check_tree_untouched(tree, listing, what)
-        except BuildStepFailed as exc:
-            exc.log_path = str(log_path)
-            raise
+        _check_tree_untouched(tree, listing, what, log_path)
     return round(time.monotonic() - t0, 1)
+
+
+def may_build(build: bool | None) -> bool:
+    """A build call's `build` argument: None means "unless the controller has already prebuilt"
+    ($HARNESS_SERVER_PREBUILT), after which a missing build is reported, never built in a check."""
+    return not os.environ.get(PREBUILT_ENV) if build is None else build
 
 
 # --- the build --------------------------------------------------------------------
@@ -321,8 +323,7 @@ def build_llama_server(source_tree: Path, *, cmake_options: dict[str, str] | Non
 
     build=False (the default once the controller has prebuilt: $HARNESS_SERVER_PREBUILT) only
     looks the build up: a missing one is a ServerBuildError, never a build inside a check."""
-    if build is None:
-        build = not os.environ.get(PREBUILT_ENV)
+    build = may_build(build)
     tree = Path(source_tree).resolve()
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     base = root / "llama-server"
