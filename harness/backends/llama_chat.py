@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import (PARSE, RENDER, BackendError, BackendOptions, ModelFiles,
-                                   Rendered, RenderRequest)
+                                   Rendered, RenderRequest, Unsupported)
+from harness.backends.rendering import FIXED_NOW
+
+# the harness's frozen instant (harness/backends/rendering.py), read in this machine's time zone as
+# the in-process renderers read it; the probe answers it for llama.cpp's clock
+FIXED_NOW_UNIX = int(FIXED_NOW.timestamp())
 
 
 class ProbeCrashed(BackendError):
@@ -129,6 +134,11 @@ def _resolve_probe(extra: dict[str, Any]) -> tuple[Path, Path]:
 class LlamaChatBackend:
     name = "llama.cpp-chat"
     capabilities = frozenset({RENDER, PARSE})
+    # what llama.cpp sets for every template that transformers leaves undefined unless asked
+    # (common/chat.cpp, common_chat_template_direct_apply_impl; the probe's default, as
+    # llama-server's with its default --reasoning-budget -1): templates.agree renders the
+    # reference with the same, so the two engines are compared on the same inputs
+    template_variables = {"enable_thinking": True}
 
     def __init__(self, model: ModelFiles | None, options: BackendOptions):
         self.model, self.options = model, options
@@ -136,6 +146,7 @@ class LlamaChatBackend:
         self.probe = ChatProbe(binary, lib_dir, tuple(options.extra.get("probe_args", ())),
                                options.timeout_s)
         self._version: dict[str, Any] | None = None
+        self._gguf = None
 
     def info(self) -> dict[str, Any]:
         if self._version is None:
@@ -144,17 +155,56 @@ class LlamaChatBackend:
                 "llama_cpp": self._version.get("build_info"), "commit": self._version.get("commit")}
 
     def _inputs(self, req: RenderRequest, **kw: Any) -> dict[str, Any]:
-        if req.template is None:
-            raise BackendError("llama.cpp-chat needs the template source (no model to read it from)")
-        d: dict[str, Any] = {"template": req.template, "bos_token": req.bos_token or "",
-                             "eos_token": req.eos_token or "", "messages": req.messages,
-                             "tools": req.tools, "add_generation_prompt": req.add_generation_prompt}
+        template, bos, eos = req.template, req.bos_token, req.eos_token
+        if template is None:
+            template, bos, eos = self._model_template(bos, eos)
+        d: dict[str, Any] = {"template": template, "bos_token": bos or "",
+                             "eos_token": eos or "", "messages": req.messages,
+                             "tools": req.tools, "add_generation_prompt": req.add_generation_prompt,
+                             "now": FIXED_NOW_UNIX}
         kwargs = dict(req.extra)
         kwargs.update(kw.pop("chat_template_kwargs", None) or {})
         if kwargs:
             d["chat_template_kwargs"] = kwargs
         d.update({k: v for k, v in kw.items() if v is not None})
         return d
+
+    def _model_template(self, bos: str | None, eos: str | None) -> tuple[str, str | None, str | None]:
+        """The GGUF's own template and BOS/EOS texts, as llama-server takes them from the model
+        (common_chat_templates_init with the model: token_to_piece of the vocab's BOS/EOS)."""
+        if self.model is None:
+            raise BackendError("llama.cpp-chat needs the template source (no model to read it from)")
+        meta = self._meta()
+        if meta.chat_template is None:
+            raise Unsupported(f"{self.model.gguf.name} has no chat template")
+        special = meta.special
+        def text(kind: str) -> str | None:
+            tok = special.get(kind)
+            return tok.text if tok is not None else None
+        return meta.chat_template, bos if bos is not None else text("bos"), eos if eos is not None else text("eos")
+
+    def _model_rule(self, prompt: str, bos: str, eos: str) -> str:
+        """llama-server's rule for a model whose vocab adds BOS/EOS (common/chat.cpp,
+        common_chat_template_direct_apply_impl: inputs.add_bos/add_eos come from the model):
+        the BOS text the template rendered is dropped from the front, the EOS text from the end,
+        as the tokenizer adds them. The probe has no model, so its templates see add_bos=false;
+        the same rule is applied here from the GGUF's own flags."""
+        meta = self._meta()
+        if meta.add_bos and bos and prompt.startswith(bos):
+            prompt = prompt[len(bos):]
+        if meta.add_eos and eos and prompt.endswith(eos):
+            prompt = prompt[:-len(eos)]
+        return prompt
+
+    @property
+    def omits_bos_text(self) -> bool:
+        return self.model is not None and bool(self._meta().add_bos)
+
+    def _meta(self):
+        if self._gguf is None:
+            from harness.models.gguf import read_gguf
+            self._gguf = read_gguf(self.model.gguf)
+        return self._gguf
 
     def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
         reply = self.probe.call({"op": op, **payload})
@@ -165,8 +215,12 @@ class LlamaChatBackend:
     def render_chat(self, req: RenderRequest, **kw: Any) -> dict[str, Any]:
         """prompt + params (llama.cpp's common_chat_params) for these inputs; kw: tool_choice,
         parallel_tool_calls, enable_thinking, reasoning_format, chat_template_kwargs."""
-        r = self.call("render", self._inputs(req, **kw))
-        return {"prompt": r["prompt"], "params": r["params"]}
+        inputs = self._inputs(req, **kw)
+        r = self.call("render", inputs)
+        prompt = r["prompt"]
+        if req.template is None:
+            prompt = self._model_rule(prompt, inputs["bos_token"], inputs["eos_token"])
+        return {"prompt": prompt, "params": r["params"]}
 
     def parse_chat(self, req: RenderRequest, text: str, pieces: list[str] | None = None,
                    **kw: Any) -> dict[str, Any]:

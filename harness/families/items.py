@@ -13,11 +13,12 @@ from typing import Callable, Iterable
 from harness.cases.model import Case, CaseSet, Context
 
 REFERENCE_RENDERER = "hf"
-RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server")
+RENDERERS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server", "llama.cpp-chat")
 TOKENIZERS = ("hf", "llama-cpp-python", "llama-server")
 GENERATORS = ("llama-cpp-python", "llama-server", "openai", "llama-cpp-python-server")
-# llama.cpp's chat layer without weights (harness/backends/llama_chat.py): today its C++ JSON-schema
-# converter in generation.grammar_engine
+# llama.cpp's chat layer without weights (harness/backends/llama_chat.py): a renderer (its C++
+# Jinja engine, as llama-server renders), its chat params, and its C++ JSON-schema converter in
+# generation.grammar_engine
 CHAT_LAYER = ("llama.cpp-chat",)
 ALL_BACKENDS = tuple(dict.fromkeys(RENDERERS + TOKENIZERS + GENERATORS + CHAT_LAYER))
 

@@ -17,6 +17,10 @@ function(harness_add_chat_probe)
     add_executable(harness-chat-probe "${HARNESS_CHAT_PROBE_SRC}")
     target_link_libraries(harness-chat-probe PRIVATE ${common_lib} llama)
     target_compile_features(harness-chat-probe PRIVATE cxx_std_17)
+    # export the probe's time()/clock_gettime() so llama.cpp's shared libraries bind to them (the
+    # frozen clock of chat_probe.cpp); dlsym(RTLD_NEXT) reaches libc's
+    set_target_properties(harness-chat-probe PROPERTIES ENABLE_EXPORTS ON)
+    target_link_libraries(harness-chat-probe PRIVATE ${CMAKE_DL_LIBS})
     # the compatibility flags of chat_probe.cpp, read from this tree's own headers
     if (EXISTS "${CMAKE_SOURCE_DIR}/common/json.h")
         target_compile_definitions(harness-chat-probe PRIVATE HARNESS_COMMON_JSON=1)

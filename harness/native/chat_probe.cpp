@@ -6,10 +6,20 @@
 // streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
 // `--abort-on-debug-op` enables op "debug_abort" (std::abort), only for the harness's own
 // restart-mechanics test.
+// A request's "now" (unix seconds) freezes llama.cpp's clock for that request, as the harness
+// freezes Python's for the in-process renderers: strftime_now() (jinja::context reads time()) and
+// the date_string/datetime context (std::chrono::system_clock::now()) take no clock input, so
+// the probe's own time() and clock_gettime() stand in for libc's (the executable exports them;
+// see chat_probe.cmake) and answer that instant for CLOCK_REALTIME.
 #include "chat.h"
 #include "build-info.h"
 #include "json-schema-to-grammar.h"
 
+#include <dlfcn.h>
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -32,6 +42,28 @@ static std::string dump_line(const json & j) {
 #else
     return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 #endif
+}
+
+// --- the frozen clock ----------------------------------------------------------------------
+static std::atomic<long long> g_fixed_now{-1};     // unix seconds; -1: the real clock
+
+extern "C" int clock_gettime(clockid_t clk, struct timespec * ts) {
+    using real_fn = int (*)(clockid_t, struct timespec *);
+    static real_fn real = (real_fn) dlsym(RTLD_NEXT, "clock_gettime");
+    long long fixed = g_fixed_now.load();
+    if (fixed >= 0 && (clk == CLOCK_REALTIME || clk == CLOCK_REALTIME_COARSE) && ts != nullptr) {
+        ts->tv_sec = (time_t) fixed;
+        ts->tv_nsec = 0;
+        return 0;
+    }
+    return real(clk, ts);
+}
+
+extern "C" time_t time(time_t * out) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out != nullptr) *out = ts.tv_sec;
+    return ts.tv_sec;
 }
 
 static const char * trigger_type_name(common_grammar_trigger_type t) {
@@ -66,6 +98,7 @@ struct rendered {
 
 static rendered do_render(const json & req) {
     rendered r;
+    g_fixed_now = req.contains("now") && req.at("now").is_number_integer() ? req.at("now").get<long long>() : -1;
     r.tmpls = common_chat_templates_init(nullptr, str_field(req, "template"),
                                          str_field(req, "bos_token"), str_field(req, "eos_token"));
     auto caps = common_chat_templates_get_caps(r.tmpls.get());
@@ -79,6 +112,7 @@ static rendered do_render(const json & req) {
     in.add_generation_prompt = bool_field(req, "add_generation_prompt", true);
     in.reasoning_format = common_reasoning_format_from_name(str_field(req, "reasoning_format", "none"));
     in.enable_thinking = bool_field(req, "enable_thinking", true);
+    in.now = std::chrono::system_clock::now();          // the frozen instant when "now" is given
     json kwargs = req.value("chat_template_kwargs", json::object());
     if (kwargs.is_object()) {
         for (const auto & item : kwargs.items()) {

@@ -77,7 +77,7 @@ class Matrix:
                         yield model, fam, b, c
 
 
-BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "openai",
+BACKEND_ORDER = ("hf", "llama-cpp-python", "llama-cpp-python-eval", "llama.cpp-builtin", "llama-server", "llama.cpp-chat", "openai",
                  "llama-cpp-python-server", NO_BACKEND)
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any, Callable
 
 SHORT = {"llama-cpp-python": "llama-cpp-py", "llama-cpp-python-eval": "lcp-eval", "llama.cpp-builtin": "builtin",
-         "llama-server": "server", "-": "model"}
+         "llama-server": "server", "llama.cpp-chat": "chat-layer", "-": "model"}
 
 CSS = """
 .mtools{margin:6px 0;font-size:13px}.mtools label{margin-right:14px}.mtools button{font-size:12px}

@@ -38,7 +38,8 @@ SUITE_MODULES = frozenset(p.name for p in SUITE_DIR.glob("test_*.py"))
 
 _CHECK_ID = re.compile(r"^(?P<prefix>(?:.*/)?harness/suite/)?(?P<module>test_\w+\.py)::(?P<fn>\w+)"
                        r"\[(?P<params>.*)\]$")
-_BACKENDS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server", "openai", "llama-cpp-python-server", "harness-sandbox")
+_BACKENDS = ("hf", "llama-cpp-python", "llama.cpp-builtin", "llama-server", "llama.cpp-chat", "openai", "llama-cpp-python-server",
+             "harness-sandbox")
 
 # Expected seconds of one check, by test function and backend (the backend named in the id;
 # "" for checks that name none), else by test function: rounded means of one measured default

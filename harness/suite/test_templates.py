@@ -1,6 +1,8 @@
 """Chat templates: every renderer, every context; byte-for-byte agreement with the HF
 reference, goldens, token-level parity of the rendered prompt, and missing templates."""
 
+import dataclasses
+
 import pytest
 
 from harness.families import items as expand
@@ -39,7 +41,7 @@ def test_render_agrees(agree_item, harness_runtime, record_property):
     """Byte-for-byte agreement with transformers' rendering of the same template."""
     it = agree_item
     actual = _render(harness_runtime, it.backend, it, record_property)
-    reference = _render(harness_runtime, expand.REFERENCE_RENDERER, it, record_property)
+    reference = _reference(harness_runtime, it, record_property)
     if reference.text is not None and actual.text is not None:
         expected = reference.text
         if getattr(harness_runtime.backend(it.backend, it.case), "omits_bos_text", False):
@@ -52,6 +54,18 @@ def test_render_agrees(agree_item, harness_runtime, record_property):
     elif (reference.text is None) != (actual.text is None) or reference.rejected != actual.rejected:
         raise mismatch(it.case.location(), f"{it.backend} and hf disagree on whether '{it.context.id}' renders",
                        reference.as_golden(), actual.as_golden(), "hf", it.backend)
+
+
+def _reference(rt, item, record_property):
+    """transformers' rendering of the item, given the template variables the renderer under test
+    always sets (a backend's `template_variables`, e.g. llama.cpp's chat layer passes
+    enable_thinking=true to every template): the engines are compared on the same inputs."""
+    variables = getattr(rt.backend(item.backend, item.case), "template_variables", None)
+    if not variables:
+        return _render(rt, expand.REFERENCE_RENDERER, item, record_property)
+    hf = open_backend(rt, expand.REFERENCE_RENDERER, item.case, RENDER, record_property)
+    req = rt.render_request(item.case, item.context, item.gen)
+    return hf.render_prompt(dataclasses.replace(req, extra={**req.extra, **variables}))
 
 
 def _strip_bos(rt, item, text: str) -> str:
