@@ -23,7 +23,9 @@ CASE = Case(id="hostile-templates", kind="hostile", description="hostile chat te
 
 
 def hostile_items(cases, available) -> list[Item]:
-    names = ["harness-sandbox"] + [r for r in RENDERERS if r in available]
+    # the renderers the hostile family knows how to bound (hostile.RENDERERS); llama.cpp's chat
+    # layer (llama.cpp-chat) renders in the probe process and is not one of them yet
+    names = ["harness-sandbox"] + [r for r in RENDERERS if r in available and r in hostile.RENDERERS]
     return [Item(CASE, "hostile.render", backend=r, extra=(("payload", p.id),))
             for p in hostile.PAYLOADS for r in names]
 
