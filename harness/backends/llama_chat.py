@@ -147,6 +147,7 @@ class LlamaChatBackend:
                                options.timeout_s)
         self._version: dict[str, Any] | None = None
         self._gguf = None
+        self._renders: dict[str, dict[str, Any]] = {}
 
     def info(self) -> dict[str, Any]:
         if self._version is None:
@@ -216,7 +217,12 @@ class LlamaChatBackend:
         """prompt + params (llama.cpp's common_chat_params) for these inputs; kw: tool_choice,
         parallel_tool_calls, enable_thinking, reasoning_format, chat_template_kwargs."""
         inputs = self._inputs(req, **kw)
-        r = self.call("render", inputs)
+        key = json.dumps(inputs, sort_keys=True)
+        r = self._renders.get(key)
+        if r is None:
+            r = self._renders[key] = self.call("render", inputs)
+            if len(self._renders) > 256:                 # one case's contexts at a time, roughly
+                self._renders.pop(next(iter(self._renders)))
         prompt = r["prompt"]
         if req.template is None:
             prompt = self._model_rule(prompt, inputs["bos_token"], inputs["eos_token"])

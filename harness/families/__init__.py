@@ -53,7 +53,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("case_files", "harness.suite.test_case_files",
            description="every case file validates (schema, lint)"),
     Family("templates", "harness.suite.test_templates",
-           checks=("agree", "embedded", "missing", "prompt_tokens", "render"), where_keys=frozenset(),
+           checks=("agree", "chat_params", "embedded", "missing", "prompt_tokens", "render"), where_keys=frozenset(),
            description="chat templates rendered by every renderer, compared and against goldens"),
     Family("tokenizer", "harness.suite.test_tokenizer",
            checks=("all_ids", "chat_template", "differential", "json", "reference", "roundtrip", "sizes", "special",

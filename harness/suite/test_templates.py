@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 
 from harness.families import items as expand
+from harness.families.templates import chat_params
 from harness.backends.base import RENDER, TOKENIZE, VOCAB, Unsupported
 from harness.checks import Mismatch, mismatch
-from harness.suite import open_backend, skip_unsupported
+from harness.suite import conclude, open_backend, run_check, skip_unsupported
 
 PARAMETERS = {
     "render_item": expand.render_items,
@@ -16,6 +17,7 @@ PARAMETERS = {
     "tokens_item": expand.prompt_token_items,
     "embedded_item": expand.model_items("templates.embedded", lambda c: c.expects_template),
     "missing_item": expand.model_items("templates.missing", lambda c: not c.expects_template),
+    "chat_params_item": chat_params.chat_params_items,
 }
 
 
@@ -140,3 +142,12 @@ def test_missing_template(missing_item, harness_runtime, golden, record_property
     if fallback is not None:
         raise Mismatch(f"{it.case.location()}: the GGUF has no chat template, and llama-cpp-python silently "
                        f"formats chats as {fallback!r} instead of refusing or warning")
+
+
+def test_chat_params(chat_params_item, harness_runtime, golden, record_property):
+    """What llama.cpp's chat layer derives from the template for a generation (format, grammar,
+    triggers, preserved tokens, stops, generation prompt, thinking tags) is the golden; tools
+    offered to a tool-reading template with no tool-call format derived is a finding."""
+    it, rt = chat_params_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, RENDER, record_property)
+    conclude(run_check(chat_params.check_chat_params, rt, it, backend), golden, record_property)
