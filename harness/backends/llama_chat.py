@@ -143,8 +143,9 @@ class LlamaChatBackend:
     def __init__(self, model: ModelFiles | None, options: BackendOptions):
         self.model, self.options = model, options
         binary, lib_dir = _resolve_probe(options.extra)
-        self.probe = ChatProbe(binary, lib_dir, tuple(options.extra.get("probe_args", ())),
-                               options.timeout_s)
+        # HARNESS_CHAT_PROBE_ARGS: extra probe switches for the harness's own tests (the debug aborts)
+        args = tuple(options.extra.get("probe_args", ())) + tuple(os.environ.get("HARNESS_CHAT_PROBE_ARGS", "").split())
+        self.probe = ChatProbe(binary, lib_dir, args, options.timeout_s)
         self._version: dict[str, Any] | None = None
         self._gguf = None
         self._renders: dict[str, dict[str, Any]] = {}

@@ -4,8 +4,10 @@
 // ops: render | parse | json_schema_to_grammar | version. Inputs are filled the way
 // llama-server fills common_chat_templates_inputs (tools/server/server-common.cpp) and the
 // streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
-// `--abort-on-debug-op` enables op "debug_abort" (std::abort), only for the harness's own
-// restart-mechanics test.
+// `--abort-on-debug-op` enables op "debug_abort" (std::abort), and `--abort-on-template-marker`
+// aborts a render or parse whose request (template, messages, ...) contains "harness-debug-abort":
+// both only for the harness's own
+// tests of restart mechanics (no real input is known to abort llama.cpp's chat layer).
 // A request's "now" (unix seconds) freezes llama.cpp's clock for that request, as the harness
 // freezes Python's for the in-process renderers: strftime_now() (jinja::context reads time()) and
 // the date_string/datetime context (std::chrono::system_clock::now()) take no clock input, so
@@ -96,8 +98,14 @@ struct rendered {
     common_chat_params params;
 };
 
+static bool g_abort_on_marker = false;
+
 static rendered do_render(const json & req) {
     rendered r;
+    if (g_abort_on_marker && req.dump().find("harness-debug-abort") != std::string::npos) {
+        std::cerr << "chat_probe: marker abort requested" << std::endl;
+        std::abort();
+    }
     g_fixed_now = req.contains("now") && req.at("now").is_number_integer() ? req.at("now").get<long long>() : -1;
     r.tmpls = common_chat_templates_init(nullptr, str_field(req, "template"),
                                          str_field(req, "bos_token"), str_field(req, "eos_token"));
@@ -248,7 +256,12 @@ static void do_parse(const json & req, json & out) {
 }
 
 int main(int argc, char ** argv) {
-    bool debug_abort = argc > 1 && std::string(argv[1]) == "--abort-on-debug-op";
+    bool debug_abort = false;
+    for (int i = 1; i < argc; i++) {
+        std::string arg = argv[i];
+        if (arg == "--abort-on-debug-op") debug_abort = true;
+        else if (arg == "--abort-on-template-marker") g_abort_on_marker = true;
+    }
     std::ios::sync_with_stdio(false);
     std::string line;
     while (std::getline(std::cin, line)) {

@@ -63,10 +63,13 @@ def _reference(rt, item, record_property):
     always sets (a backend's `template_variables`, e.g. llama.cpp's chat layer passes
     enable_thinking=true to every template): the engines are compared on the same inputs."""
     variables = getattr(rt.backend(item.backend, item.case), "template_variables", None)
+    req = rt.render_request(item.case, item.context, item.gen)
+    if variables and req.template is not None:
+        # a template that never names a variable cannot read it: the plain render is the same
+        variables = {k: v for k, v in variables.items() if k in req.template}
     if not variables:
         return _render(rt, expand.REFERENCE_RENDERER, item, record_property)
     hf = open_backend(rt, expand.REFERENCE_RENDERER, item.case, RENDER, record_property)
-    req = rt.render_request(item.case, item.context, item.gen)
     return hf.render_prompt(dataclasses.replace(req, extra={**req.extra, **variables}))
 
 
