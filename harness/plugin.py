@@ -17,6 +17,11 @@ from typing import Any
 
 import pytest
 
+# harness.suite.conclude compares every Outcome's golden (`assert outcome.golden == golden`): with
+# its asserts rewritten, a differing golden fails with syrupy's diff, as a test module's would,
+# instead of a bare AssertionError (before any harness.suite import)
+pytest.register_assert_rewrite("harness.suite")
+
 from harness.cases.model import CaseSet
 from harness.run.session_end import whole_modules
 from .session import SESSION_KEY, HarnessSession, harness_session

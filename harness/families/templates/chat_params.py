@@ -37,7 +37,11 @@ def chat_params_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
 
 
 def params_golden(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: params.get(k) for k in PARAM_KEYS}
+    """The params, the grammar as its list of lines (one GBNF rule each), so that a changed rule
+    is one line of the golden's diff."""
+    out = {k: params.get(k) for k in PARAM_KEYS}
+    out["grammar"] = (out["grammar"] or "").splitlines()
+    return out
 
 
 def check_chat_params(rt, item: Item, backend) -> Outcome:
