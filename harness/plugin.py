@@ -22,6 +22,9 @@ import pytest
 # instead of a bare AssertionError (before any harness.suite import)
 pytest.register_assert_rewrite("harness.suite")
 
+from harness.run import tb_cache  # noqa: E402  (one parsed tree per module for failure reports)
+tb_cache.install()
+
 from harness.cases.model import CaseSet
 from harness.run.session_end import whole_modules
 from .session import SESSION_KEY, HarnessSession, harness_session
