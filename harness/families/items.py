@@ -59,9 +59,17 @@ def contexts_for(case: Case, family: str) -> Iterable[Context]:
     return [c for c in case.contexts if not wanted or c.id in wanted]
 
 
+# Renderers that render only with a model's weights loaded: no items for a bare template (a
+# template set's member), whose renders they could only skip. llama.cpp's own engine renders
+# those templates without weights as llama.cpp-chat; llama-server stays for the model cases.
+MODEL_ONLY_RENDERERS = frozenset({"llama-server"})
+
+
 def renderers_for(case: Case, available: Iterable[str]) -> list[str]:
     wanted = case.check_options("templates").get("renderers")
-    return [r for r in RENDERERS if r in available and (not wanted or r in wanted)]
+    bare = case.kind != "model"
+    return [r for r in RENDERERS if r in available and (not wanted or r in wanted)
+            and not (bare and r in MODEL_ONLY_RENDERERS)]
 
 
 def render_items(cases: CaseSet, available: Iterable[str]) -> list[Item]:
