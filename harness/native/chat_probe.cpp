@@ -1,7 +1,7 @@
 // chat_probe: llama.cpp's chat layer (common/chat.h) without a model, as JSON lines on
 // stdin/stdout. One request per line, one reply per line:
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":"<llama.cpp's exception message>"}
-// ops: render | parse | json_schema_to_grammar | version. Inputs are filled the way
+// ops: render | parse | parse_batch | json_schema_to_grammar | version. Inputs are filled the way
 // llama-server fills common_chat_templates_inputs (tools/server/server-common.cpp) and the
 // streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
 // `--abort-on-debug-op` enables op "debug_abort" (std::abort), only for the harness's own
@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -213,6 +214,113 @@ static void do_parse(const json & req, json & out) {
     out["diffs"] = diffs;
 }
 
+// parse_batch: one render, then for each of req.texts ({text, splits: [[end offset of each piece,
+// in UTF-8 bytes], ...]}) the non-streamed parse and the streamed result of every split set,
+// exactly as do_parse streams them one set at a time. common_chat_parse is a pure function of
+// (text, is_partial, parser params), so the partial parse of each prefix is computed once and
+// shared by every split set that ends a piece there. Identical streamed results are grouped:
+// streams: [{splits: [indices into splits], streamed, partial_error?, final_error?}]; with
+// deepseek-legacy also stream_message (or stream_error): the finished text parsed as a stream
+// ends, reasoning inline.
+struct parsed_prefix {
+    bool ok = true;
+    common_chat_msg msg;
+    std::string error;
+};
+
+static json stream_from_prefixes(const std::vector<size_t> & ends, std::map<size_t, parsed_prefix> & memo,
+                                 const std::string & text, const common_chat_parser_params & pp) {
+    std::vector<std::string> ids_cache;
+    int next_id = 0;
+    auto gen_id = [&]() { return "call_" + std::to_string(next_id++); };
+    common_chat_msg prev, acc;
+    json out = json::object();
+    auto apply = [&](common_chat_msg m) {           // update_chat_msg on an already parsed message
+        if (m.empty()) return;
+        m.set_tool_call_ids(ids_cache, gen_id);
+        for (const auto & d : common_chat_msg_diff::compute_diffs(prev, m)) apply_diff(acc, d);
+        prev = m;
+    };
+    for (size_t end : ends) {
+        auto it = memo.find(end);
+        if (it == memo.end()) {
+            parsed_prefix p;
+            try {
+                p.msg = common_chat_parse(text.substr(0, end), true, pp);
+            } catch (const std::exception & e) {
+                p.ok = false;
+                p.error = e.what();
+            }
+            it = memo.emplace(end, std::move(p)).first;
+        }
+        if (!it->second.ok) {
+            out["partial_error"] = it->second.error;
+            break;
+        }
+        try {
+            apply(it->second.msg);
+        } catch (const std::exception & e) {        // compute_diffs refused the sequence
+            out["partial_error"] = std::string(e.what());
+            break;
+        }
+    }
+    try {
+        apply(common_chat_parse(text, false, pp));
+    } catch (const std::exception & e) {
+        out["final_error"] = std::string(e.what());
+    }
+    out["streamed"] = msg_json(acc);
+    return out;
+}
+
+static void do_parse_batch(const json & req, json & out) {
+    rendered r = do_render(req);
+    auto pp_full = parser_params(r, false);
+    auto pp_stream = parser_params(r, true);
+    json results = json::array();
+    for (const auto & entry : req.value("texts", json::array())) {
+        std::string text = entry.value("text", std::string());
+        json res = json::object();
+        try {
+            res["message"] = msg_json(common_chat_parse(text, false, pp_full));
+        } catch (const std::exception & e) {
+            res["error"] = std::string(e.what());
+        }
+        if (pp_stream.reasoning_in_content) {       // deepseek-legacy: a stream inlines the reasoning
+            try {
+                res["stream_message"] = msg_json(common_chat_parse(text, false, pp_stream));
+            } catch (const std::exception & e) {
+                res["stream_error"] = std::string(e.what());
+            }
+        }
+        std::map<size_t, parsed_prefix> memo;
+        std::map<std::string, size_t> seen;         // streamed result (dumped) -> index in streams
+        json streams = json::array();
+        const json splits = entry.value("splits", json::array());
+        for (size_t i = 0; i < splits.size(); i++) {
+            std::vector<size_t> ends;
+            for (const auto & e : splits.at(i)) {
+                size_t end = e.get<size_t>();
+                ends.push_back(end < text.size() ? end : text.size());
+            }
+            json s = stream_from_prefixes(ends, memo, text, pp_stream);
+            std::string key = dump_line(s);
+            auto it = seen.find(key);
+            if (it == seen.end()) {
+                s["splits"] = json::array();
+                it = seen.emplace(key, streams.size()).first;
+                streams.push_back(s);
+            }
+            streams.at(it->second)["splits"].push_back(i);
+        }
+        res["streams"] = streams;
+        res["partial_parses"] = memo.size();
+        results.push_back(res);
+    }
+    out["params"] = params_json(r.params);
+    out["results"] = results;
+}
+
 int main(int argc, char ** argv) {
     bool debug_abort = argc > 1 && std::string(argv[1]) == "--abort-on-debug-op";
     std::ios::sync_with_stdio(false);
@@ -230,6 +338,8 @@ int main(int argc, char ** argv) {
                 out["params"] = params_json(r.params);
             } else if (op == "parse") {
                 do_parse(req, out);
+            } else if (op == "parse_batch") {
+                do_parse_batch(req, out);
             } else if (op == "json_schema_to_grammar") {
                 out["grammar"] = json_schema_to_grammar(req.value("schema", json()));
             } else if (op == "version") {
