@@ -1,6 +1,7 @@
 // chat_probe: llama.cpp's chat layer (common/chat.h) without a model, as JSON lines on
 // stdin/stdout. One request per line, one reply per line:
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":"<llama.cpp's exception message>"}
+// render with "cache": true keeps the render for parse_batch requests with the same inputs.
 // ops: render | parse | parse_batch | json_schema_to_grammar | version. Inputs are filled the way
 // llama-server fills common_chat_templates_inputs (tools/server/server-common.cpp) and the
 // streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
@@ -273,8 +274,24 @@ static json stream_from_prefixes(const std::vector<size_t> & ends, std::map<size
     return out;
 }
 
+// The renders parse_batch needs, kept for the life of the probe by their inputs: the harness
+// asks for a template's chat params first and then parses with the same inputs (a render with
+// tools runs llama.cpp's template analysis, tens of milliseconds).
+static const rendered & cached_render(const json & req) {
+    static std::map<std::string, rendered> cache;
+    std::string k;
+    for (const char * f : {"template", "bos_token", "eos_token", "messages", "tools", "tool_choice",
+                           "parallel_tool_calls", "add_generation_prompt", "reasoning_format",
+                           "enable_thinking", "chat_template_kwargs"}) {
+        k += (req.contains(f) ? dump_line(req.at(f)) : std::string("-")) + '\x1f';
+    }
+    auto it = cache.find(k);
+    if (it == cache.end()) it = cache.emplace(k, do_render(req)).first;
+    return it->second;
+}
+
 static void do_parse_batch(const json & req, json & out) {
-    rendered r = do_render(req);
+    const rendered & r = cached_render(req);
     auto pp_full = parser_params(r, false);
     auto pp_stream = parser_params(r, true);
     json results = json::array();
@@ -333,9 +350,12 @@ int main(int argc, char ** argv) {
             out["id"] = req.value("id", json());
             std::string op = str_field(req, "op");
             if (op == "render") {
-                rendered r = do_render(req);
-                out["prompt"] = r.params.prompt;
-                out["params"] = params_json(r.params);
+                auto reply = [&](const rendered & r) {
+                    out["prompt"] = r.params.prompt;
+                    out["params"] = params_json(r.params);
+                };
+                if (req.value("cache", false)) reply(cached_render(req));
+                else reply(do_render(req));
             } else if (op == "parse") {
                 do_parse(req, out);
             } else if (op == "parse_batch") {

@@ -171,12 +171,12 @@ def test_llamafactory_prompt(llamafactory_prompt_item, harness_cases, record_pro
 
 
 @pytest.fixture(scope="session")
-def llama_parse_cache():
+def llama_parse_cache(harness_cases):
     """llama.cpp's parse of every canned output, per template, computed once (llama_parse.py)."""
-    return llama_parse.LlamaParseCache()
+    return llama_parse.LlamaParseCache(harness_cases.root)
 
 
-def test_llama_parse(llama_parse_item, harness_runtime, harness_cases, llama_parse_cache, golden, record_property):
+def test_llama_parse(llama_parse_item, harness_runtime, llama_parse_cache, golden, record_property):
     """llama.cpp's own parser (common_chat_parse) on a canned output with the template's chat params,
     finished and streamed, against the reference extractor (harness/families/toolcalls/llama_parse.py)."""
     it, rt = llama_parse_item, harness_runtime
@@ -190,6 +190,6 @@ def test_llama_parse(llama_parse_item, harness_runtime, harness_cases, llama_par
     else:
         source = llama_parse.TemplateSource(it.case.template_path.read_text(encoding="utf-8"), it.case.bos_token or "",
                                             it.case.eos_token or "", f"template {it.case.template_path.stem}")
-    canned = llama_parse.canned_for(harness_cases.root, it.params["format"])
-    parses = llama_parse_cache.get(backend, it.case, it.params["format"], source, next(iter(canned.values()))["tools"])
+    canned = llama_parse.canned_for(llama_parse_cache.cases_root, it.params["format"])
+    parses = llama_parse_cache.get(backend, it.case, it.params["format"], source, llama_parse.offered_tools(canned))
     conclude(run_check(llama_parse.check_llama_parse, it, parses, canned, backend, tokenizer), golden, record_property)

@@ -22,8 +22,9 @@ How the request fits the output (the rule):
   is told what this template's prompt really does, so both sides parse the same text after the
   same prompt; the golden says the output was written for another prompt.
 
-Streamed splits: the whole output as one piece, every two-way split, one character per piece,
-seeded random groupings, and, for a model case, its tokenizer's real token pieces. One probe
+Streamed splits: the whole output as one piece, every two-way split, eight seeded random
+groupings, and, for a model case, its tokenizer's real token pieces (one character per piece is
+left out: its prefixes are the two-way splits', and it doubled the diff work). One probe
 request per template and request setting carries all its outputs and split sets (each prefix is
 parsed once and shared by every split set that ends a piece there); the results are kept for the
 session (LlamaParseCache), so an item only compares.
@@ -52,7 +53,7 @@ BACKEND = "llama.cpp-chat"
 PARAMS_OUTPUT = "chat-params"          # the per-template item: llama.cpp's chat params
 REASONING_FORMATS = {"separate": "deepseek", "none": "none", "deepseek-legacy": "deepseek-legacy"}
 PROMPT = ({"role": "user", "content": "What is the weather in Paris?"},)
-RANDOM_SEEDS = range(20)
+RANDOM_SEEDS = range(8)         # seeded random groupings (harness.toolcalls.split_plans)
 SHOWN_SPLITS = 3                        # split labels quoted per differing stream
 
 
@@ -123,8 +124,9 @@ def _request(source: TemplateSource, tools):
 
 
 def _render(backend, source: TemplateSource, tools) -> dict[bool, dict[str, Any]]:
-    return {et: backend.render_chat(_request(source, tools), enable_thinking=et,
-                                    reasoning_format="deepseek")["params"] for et in (True, False)}
+    # cache=True: the probe keeps these renders for the parse requests with the same inputs
+    return {et: backend.render_chat(_request(source, tools), enable_thinking=et, reasoning_format="deepseek",
+                                    cache=True)["params"] for et in (True, False)}
 
 
 def template_parses(backend, fmt: str, source: TemplateSource, tools: list[dict[str, Any]]) -> TemplateParses:
@@ -175,7 +177,9 @@ def split_sets(text: str, tokens: list[str] | None) -> tuple[list[str], list[lis
     """(labels, pieces) of every split the stream is checked on (harness.toolcalls.split_plans)."""
     from harness.toolcalls.check import split_plans
     labels, sets = [], []
-    for _, label, pieces in split_plans(text, tokens, seeds=RANDOM_SEEDS):
+    for kind, label, pieces in split_plans(text, tokens, seeds=RANDOM_SEEDS):
+        if kind == "chars":     # every prefix is parsed for the two-way splits already; the random
+            continue            # groupings cover many-piece streams (a time budget, see the module doc)
         labels.append(label)
         sets.append(pieces)
     return labels, sets
@@ -203,8 +207,12 @@ class LlamaParseCache:
     """Per session: (case id, template text) -> TemplateParses. Items of one case run on one
     worker (loadgroup), so each template is rendered and parsed once."""
 
-    def __init__(self):
+    def __init__(self, cases_root: Path):
+        self.cases_root = cases_root
         self._by_key: dict[tuple[str, int], TemplateParses] = {}
+
+    def __repr__(self) -> str:
+        return "<llama.cpp parses>"
 
     def get(self, backend, case: Case, fmt: str, source: TemplateSource, tools) -> TemplateParses:
         key = (case.id, hash(source.text))
@@ -354,8 +362,8 @@ def stream_problems(out: Outcome, golden: dict[str, Any], res: dict[str, Any], l
         if final is not None and "final_error" not in s:
             same = not differences(message_view(s["streamed"]), message_view(final))
             same = same and "partial_error" not in s
-        else:                                             # the finished text is refused either way
-            same = "final_error" in s and final_error is not None and "partial_error" not in s
+        else:        # the finished text is refused: a stream must end refused too (at any piece)
+            same = final_error is not None and ("final_error" in s or "partial_error" in s)
         if same:
             continue
         entry = {"split_sets": len(s["splits"]), "first": [labels[i] for i in s["splits"][:SHOWN_SPLITS]],
@@ -375,6 +383,24 @@ def stream_problems(out: Outcome, golden: dict[str, Any], res: dict[str, Any], l
         errs = "".join(f"; {k}: {e[k]}" for k in ("partial_error", "final_error") if k in e)
         out.problems.append(f"  streamed ({e['split_sets']} split sets, e.g. {'; '.join(e['first'])}): "
                             f"{_show(message_view(e['streamed']))}{errs}")
+
+
+def offered_tools(canned_by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The canned file's tools, plus a schema-less tool ({"type": "object"}, no properties) for each
+    name an output is expected to call that the file does not offer (nested-and-escaped-json's
+    `search`, the schema-less `lookup`, ...): llama.cpp's parsers accept only offered names and
+    refuse the whole output otherwise, which would hide what those outputs test. Both sides parse
+    with the same list; a tool without properties is what "no schema" means to the extractors."""
+    first = next(iter(canned_by_id.values()))
+    tools = list(first["tools"] or [])
+    names = {t["function"]["name"] for t in tools}
+    for c in canned_by_id.values():
+        for call in c.get("expected_calls") or []:
+            if call["name"] not in names:
+                names.add(call["name"])
+                tools.append({"type": "function", "function": {"name": call["name"],
+                                                               "parameters": {"type": "object"}}})
+    return tools
 
 
 def canned_for(cases_root: Path, fmt: str) -> dict[str, dict[str, Any]]:
