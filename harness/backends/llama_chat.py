@@ -121,6 +121,15 @@ def _describe(rc: int) -> str:
     return f"exit status {rc}"
 
 
+def _byte_ends(pieces: list[str]) -> list[int]:
+    """The UTF-8 byte offset at which each piece ends (the probe's strings are bytes)."""
+    out, end = [], 0
+    for p in pieces:
+        end += len(p.encode("utf-8"))
+        out.append(end)
+    return out
+
+
 def _resolve_probe(extra: dict[str, Any]) -> tuple[Path, Path]:
     if extra.get("chat_probe_binary"):
         b = Path(extra["chat_probe_binary"]).resolve()
@@ -236,6 +245,20 @@ class LlamaChatBackend:
             payload["pieces"] = list(pieces)
         r = self.call("parse", payload)
         return {k: r[k] for k in ("message", "streamed", "diffs", "partial_error") if k in r}
+
+    def parse_batch(self, req: RenderRequest, texts: list[tuple[str, list[list[str]]]],
+                    **kw: Any) -> dict[str, Any]:
+        """One render, then each (text, split sets) parsed non-streamed and streamed once per
+        split set (each a list of pieces joining to the text), as parse_chat would one by one.
+        -> {"params", "results": [{"message" | "error", "streams": [{"splits": [indices],
+        "streamed", "partial_error"?, "final_error"?}], "stream_message" | "stream_error" (with
+        deepseek-legacy only: the finished text parsed the way a stream ends)}]}: split sets that
+        stream to the same result share one entry."""
+        payload = {**self._inputs(req, **kw),
+                   "texts": [{"text": text, "splits": [_byte_ends(pieces) for pieces in splits]}
+                             for text, splits in texts]}
+        r = self.call("parse_batch", payload)
+        return {"params": r["params"], "results": r["results"]}
 
     def json_schema_to_grammar(self, schema: Any) -> str:
         return self.call("json_schema_to_grammar", {"schema": schema})["grammar"]

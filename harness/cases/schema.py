@@ -200,6 +200,10 @@ CHECK_FRAGMENTS: dict[str, dict[str, Any]] = {
             # stream every canned output of cases/toolcall-outputs/ in this model's real tokens
             "canned_outputs": {"type": "object", "additionalProperties": False,
                                "properties": {"tokenizer": {"enum": ["llama-cpp-python"]}}},
+            # llama.cpp's own parser (toolcalls.llama_parse) on this wire format's canned outputs with
+            # the GGUF's template (a template set's templates get theirs from `formats`)
+            "llama_parse": {"type": "object", "additionalProperties": False, "required": ["format"],
+                            "properties": {"format": _TEXT}},
             # llama-cpp-python chat handlers that build the tool prompt by hand
             "handlers": {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["handler"],

@@ -1,7 +1,8 @@
 // chat_probe: llama.cpp's chat layer (common/chat.h) without a model, as JSON lines on
 // stdin/stdout. One request per line, one reply per line:
 //   {"id":..,"ok":true,...} or {"id":..,"ok":false,"error":"<llama.cpp's exception message>"}
-// ops: render | parse | json_schema_to_grammar | version. Inputs are filled the way
+// render with "cache": true keeps the render for parse_batch requests with the same inputs.
+// ops: render | parse | parse_batch | json_schema_to_grammar | version. Inputs are filled the way
 // llama-server fills common_chat_templates_inputs (tools/server/server-common.cpp) and the
 // streamed parse follows task_result_state::update_chat_msg (tools/server/server-task.cpp).
 // `--abort-on-debug-op` enables op "debug_abort" (std::abort), and `--abort-on-template-marker`
@@ -24,6 +25,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -255,6 +257,129 @@ static void do_parse(const json & req, json & out) {
     out["diffs"] = diffs;
 }
 
+// parse_batch: one render, then for each of req.texts ({text, splits: [[end offset of each piece,
+// in UTF-8 bytes], ...]}) the non-streamed parse and the streamed result of every split set,
+// exactly as do_parse streams them one set at a time. common_chat_parse is a pure function of
+// (text, is_partial, parser params), so the partial parse of each prefix is computed once and
+// shared by every split set that ends a piece there. Identical streamed results are grouped:
+// streams: [{splits: [indices into splits], streamed, partial_error?, final_error?}]; with
+// deepseek-legacy also stream_message (or stream_error): the finished text parsed as a stream
+// ends, reasoning inline.
+struct parsed_prefix {
+    bool ok = true;
+    common_chat_msg msg;
+    std::string error;
+};
+
+static json stream_from_prefixes(const std::vector<size_t> & ends, std::map<size_t, parsed_prefix> & memo,
+                                 const std::string & text, const common_chat_parser_params & pp) {
+    std::vector<std::string> ids_cache;
+    int next_id = 0;
+    auto gen_id = [&]() { return "call_" + std::to_string(next_id++); };
+    common_chat_msg prev, acc;
+    json out = json::object();
+    auto apply = [&](common_chat_msg m) {           // update_chat_msg on an already parsed message
+        if (m.empty()) return;
+        m.set_tool_call_ids(ids_cache, gen_id);
+        for (const auto & d : common_chat_msg_diff::compute_diffs(prev, m)) apply_diff(acc, d);
+        prev = m;
+    };
+    for (size_t end : ends) {
+        auto it = memo.find(end);
+        if (it == memo.end()) {
+            parsed_prefix p;
+            try {
+                p.msg = common_chat_parse(text.substr(0, end), true, pp);
+            } catch (const std::exception & e) {
+                p.ok = false;
+                p.error = e.what();
+            }
+            it = memo.emplace(end, std::move(p)).first;
+        }
+        if (!it->second.ok) {
+            out["partial_error"] = it->second.error;
+            break;
+        }
+        try {
+            apply(it->second.msg);
+        } catch (const std::exception & e) {        // compute_diffs refused the sequence
+            out["partial_error"] = std::string(e.what());
+            break;
+        }
+    }
+    try {
+        apply(common_chat_parse(text, false, pp));
+    } catch (const std::exception & e) {
+        out["final_error"] = std::string(e.what());
+    }
+    out["streamed"] = msg_json(acc);
+    return out;
+}
+
+// The renders parse_batch needs, kept for the life of the probe by their inputs: the harness
+// asks for a template's chat params first and then parses with the same inputs (a render with
+// tools runs llama.cpp's template analysis, tens of milliseconds).
+static const rendered & cached_render(const json & req) {
+    static std::map<std::string, rendered> cache;
+    std::string k;
+    for (const char * f : {"template", "bos_token", "eos_token", "messages", "tools", "tool_choice",
+                           "parallel_tool_calls", "add_generation_prompt", "reasoning_format",
+                           "enable_thinking", "chat_template_kwargs"}) {
+        k += (req.contains(f) ? dump_line(req.at(f)) : std::string("-")) + '\x1f';
+    }
+    auto it = cache.find(k);
+    if (it == cache.end()) it = cache.emplace(k, do_render(req)).first;
+    return it->second;
+}
+
+static void do_parse_batch(const json & req, json & out) {
+    const rendered & r = cached_render(req);
+    auto pp_full = parser_params(r, false);
+    auto pp_stream = parser_params(r, true);
+    json results = json::array();
+    for (const auto & entry : req.value("texts", json::array())) {
+        std::string text = entry.value("text", std::string());
+        json res = json::object();
+        try {
+            res["message"] = msg_json(common_chat_parse(text, false, pp_full));
+        } catch (const std::exception & e) {
+            res["error"] = std::string(e.what());
+        }
+        if (pp_stream.reasoning_in_content) {       // deepseek-legacy: a stream inlines the reasoning
+            try {
+                res["stream_message"] = msg_json(common_chat_parse(text, false, pp_stream));
+            } catch (const std::exception & e) {
+                res["stream_error"] = std::string(e.what());
+            }
+        }
+        std::map<size_t, parsed_prefix> memo;
+        std::map<std::string, size_t> seen;         // streamed result (dumped) -> index in streams
+        json streams = json::array();
+        const json splits = entry.value("splits", json::array());
+        for (size_t i = 0; i < splits.size(); i++) {
+            std::vector<size_t> ends;
+            for (const auto & e : splits.at(i)) {
+                size_t end = e.get<size_t>();
+                ends.push_back(end < text.size() ? end : text.size());
+            }
+            json s = stream_from_prefixes(ends, memo, text, pp_stream);
+            std::string key = dump_line(s);
+            auto it = seen.find(key);
+            if (it == seen.end()) {
+                s["splits"] = json::array();
+                it = seen.emplace(key, streams.size()).first;
+                streams.push_back(s);
+            }
+            streams.at(it->second)["splits"].push_back(i);
+        }
+        res["streams"] = streams;
+        res["partial_parses"] = memo.size();
+        results.push_back(res);
+    }
+    out["params"] = params_json(r.params);
+    out["results"] = results;
+}
+
 int main(int argc, char ** argv) {
     bool debug_abort = false;
     for (int i = 1; i < argc; i++) {
@@ -272,11 +397,16 @@ int main(int argc, char ** argv) {
             out["id"] = req.value("id", json());
             std::string op = str_field(req, "op");
             if (op == "render") {
-                rendered r = do_render(req);
-                out["prompt"] = r.params.prompt;
-                out["params"] = params_json(r.params);
+                auto reply = [&](const rendered & r) {
+                    out["prompt"] = r.params.prompt;
+                    out["params"] = params_json(r.params);
+                };
+                if (req.value("cache", false)) reply(cached_render(req));
+                else reply(do_render(req));
             } else if (op == "parse") {
                 do_parse(req, out);
+            } else if (op == "parse_batch") {
+                do_parse_batch(req, out);
             } else if (op == "json_schema_to_grammar") {
                 out["grammar"] = json_schema_to_grammar(req.value("schema", json()));
             } else if (op == "version") {

@@ -12,7 +12,8 @@ from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
 from harness.families.toolcalls.llamafactory import extract_items as llamafactory_items
 from harness.families.toolcalls.llamafactory_prompt import prompt_items as llamafactory_prompt_items
-from harness.backends.base import CHAT, COMPLETE, GRAMMAR, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
+from harness.families.toolcalls import llama_parse
+from harness.backends.base import CHAT, COMPLETE, GRAMMAR, PARSE, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import conclude, open_backend, require_capability, run_check, skip_build_failure, skip_unsupported
 
@@ -25,6 +26,7 @@ PARAMETERS = {
     "model_format_item": model_behaviour.model_format_items,
     "llamafactory_item": llamafactory_items,
     "llamafactory_prompt_item": llamafactory_prompt_items,
+    "llama_parse_item": llama_parse.llama_parse_items,
 }
 
 
@@ -166,3 +168,28 @@ def test_llamafactory_prompt(llamafactory_prompt_item, harness_cases, record_pro
     against the model template's rendering of the same tools (families/toolcalls/llamafactory_prompt.py)."""
     from harness.families.toolcalls.llamafactory_prompt import check_prompt
     _llamafactory(check_prompt, llamafactory_prompt_item, harness_cases.root, record_property)
+
+
+@pytest.fixture(scope="session")
+def llama_parse_cache(harness_cases):
+    """llama.cpp's parse of every canned output, per template, computed once (llama_parse.py)."""
+    return llama_parse.LlamaParseCache(harness_cases.root)
+
+
+def test_llama_parse(llama_parse_item, harness_runtime, llama_parse_cache, golden, record_property):
+    """llama.cpp's own parser (common_chat_parse) on a canned output with the template's chat params,
+    finished and streamed, against the reference extractor (harness/families/toolcalls/llama_parse.py)."""
+    it, rt = llama_parse_item, harness_runtime
+    backend = open_backend(rt, it.backend, it.case, PARSE, record_property)
+    tokenizer = None
+    if it.case.kind == "model":                  # its GGUF template, and its real token pieces
+        tokenizer = open_backend(rt, "llama-cpp-python", it.case, TOKENIZE, record_property)
+        text, bos, eos = tc.model_template(tokenizer)
+        run_check(llama_parse.require_format, it.case, it.params["format"], text)
+        source = llama_parse.TemplateSource(text, bos, eos, f"{it.case.id}'s GGUF template")
+    else:
+        source = llama_parse.TemplateSource(it.case.template_path.read_text(encoding="utf-8"), it.case.bos_token or "",
+                                            it.case.eos_token or "", f"template {it.case.template_path.stem}")
+    canned = llama_parse.canned_for(llama_parse_cache.cases_root, it.params["format"])
+    parses = llama_parse_cache.get(backend, it.case, it.params["format"], source, llama_parse.offered_tools(canned))
+    conclude(run_check(llama_parse.check_llama_parse, it, parses, canned, backend, tokenizer), golden, record_property)

@@ -26,6 +26,7 @@ def canned_outputs(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
         for o in doc.get("outputs") or []:
             out[(doc["format"], o["id"])] = {"output": o["output"], "tools": doc.get("tools"),
                                              "file": f"{root.name}/toolcall-outputs/{path.name}",
+                                             "expected_calls": (o.get("expect") or {}).get("calls") or [],
                                              "message": {"reasoning": o.get("reasoning_mode", "separate"),
                                                          "opened": bool(o.get("opened"))}}
     return out
