@@ -324,7 +324,7 @@ static const rendered & cached_render(const json & req) {
     std::string k;
     for (const char * f : {"template", "bos_token", "eos_token", "messages", "tools", "tool_choice",
                            "parallel_tool_calls", "add_generation_prompt", "reasoning_format",
-                           "enable_thinking", "chat_template_kwargs"}) {
+                           "enable_thinking", "chat_template_kwargs", "now"}) {
         k += (req.contains(f) ? dump_line(req.at(f)) : std::string("-")) + '\x1f';
     }
     auto it = cache.find(k);
