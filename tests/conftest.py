@@ -31,6 +31,20 @@ def _hypothesis_without_local_constants() -> None:
 
 _hypothesis_without_local_constants()
 
+
+def _child_runs_keep_bytecode() -> None:
+    """Many tests start Python children (pytester.runpytest_subprocess, `python -m pytest` of the
+    suite, xdist workers of those runs, probe children). With PYTHONDONTWRITEBYTECODE set (as in
+    some sandboxes and CI images) every one of them recompiled harness/ from source and re-ran
+    pytest's assertion rewriting of the harness plugin and the suite modules: ~2 s of CPU per
+    child, several hundred seconds over the whole test run. The children may write their
+    bytecode (into the __pycache__ folders .gitignore already ignores; site-packages has its own
+    from pip). Only the children: this process keeps what it was started with."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+_child_runs_keep_bytecode()
+
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "cases"
 SUITE = REPO / "harness" / "suite"
