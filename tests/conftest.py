@@ -133,3 +133,31 @@ def _no_xdist_env_in_child_runs(request, monkeypatch):
         # pytester points HOME at its tmp dir: child runs keep the real harness cache (verified
         # model files, the llama-server build) unless a test sets its own HARNESS_CACHE
         monkeypatch.setenv("HARNESS_CACHE", REAL_HARNESS_CACHE)
+
+
+# Test modules whose tests share an expensive module- or session-scoped fixture (a suite run in a
+# child process, a batch of renders, a converted tokenizer): under xdist each worker that runs one
+# of their tests computes the fixture itself, so their tests are sent to one worker together.
+SHARED_FIXTURE_MODULES = frozenset({
+    "tests/test_newcase.py",            # offline_cases: new-case on every offline GGUF, two suite runs
+    "tests/test_crash_isolation.py",    # crash_run: the suite with crashing backends
+    "tests/test_corrupt_files.py",      # run: the suite over the corrupt model files
+    "tests/test_hostile.py",            # python_findings, server_findings: every payload, every renderer
+    "tests/test_hub_tokenizer.py",      # hf_cache: SmolLM2's tokenizer converted from its GGUF
+})
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` without --dist (plain `make test`): xdist's load scheduling, except that the tests of
+    SHARED_FIXTURE_MODULES go to one worker as one unit, and go first (xdist orders units by
+    size), so the long ones do not end up last on one worker while the other idles."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
