@@ -31,6 +31,20 @@ def _hypothesis_without_local_constants() -> None:
 
 _hypothesis_without_local_constants()
 
+
+def _child_runs_keep_bytecode() -> None:
+    """Many tests start Python children (pytester.runpytest_subprocess, `python -m pytest` of the
+    suite, xdist workers of those runs, probe children). With PYTHONDONTWRITEBYTECODE set (as in
+    some sandboxes and CI images) every one of them recompiled harness/ from source and re-ran
+    pytest's assertion rewriting of the harness plugin and the suite modules: ~2 s of CPU per
+    child, several hundred seconds over the whole test run. The children may write their
+    bytecode (into the __pycache__ folders .gitignore already ignores; site-packages has its own
+    from pip). Only the children: this process keeps what it was started with."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+_child_runs_keep_bytecode()
+
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "cases"
 SUITE = REPO / "harness" / "suite"
@@ -119,3 +133,31 @@ def _no_xdist_env_in_child_runs(request, monkeypatch):
         # pytester points HOME at its tmp dir: child runs keep the real harness cache (verified
         # model files, the llama-server build) unless a test sets its own HARNESS_CACHE
         monkeypatch.setenv("HARNESS_CACHE", REAL_HARNESS_CACHE)
+
+
+# Test modules whose tests share an expensive module- or session-scoped fixture (a suite run in a
+# child process, a batch of renders, a converted tokenizer): under xdist each worker that runs one
+# of their tests computes the fixture itself, so their tests are sent to one worker together.
+SHARED_FIXTURE_MODULES = frozenset({
+    "tests/test_newcase.py",            # offline_cases: new-case on every offline GGUF, two suite runs
+    "tests/test_crash_isolation.py",    # crash_run: the suite with crashing backends
+    "tests/test_corrupt_files.py",      # run: the suite over the corrupt model files
+    "tests/test_hostile.py",            # python_findings, server_findings: every payload, every renderer
+    "tests/test_hub_tokenizer.py",      # hf_cache: SmolLM2's tokenizer converted from its GGUF
+})
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` without --dist (plain `make test`): xdist's load scheduling, except that the tests of
+    SHARED_FIXTURE_MODULES go to one worker as one unit, and go first (xdist orders units by
+    size), so the long ones do not end up last on one worker while the other idles."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)

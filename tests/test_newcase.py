@@ -4,10 +4,14 @@ truncated, hub unreachable, a generated file that would not validate)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -302,39 +306,104 @@ def test_golden_status_from_mtimes_at_session_start(tmp_path):
 
 
 # --- every offline GGUF: a case that runs, and goldens that hold ---------------------------------
-@pytest.fixture
-def project(pytester, case_tree, offline_env, monkeypatch):
-    # under `pytest -n 2` these say "xdist worker" to the child run, and syrupy then keeps its
-    # snapshot report to itself
-    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HARNESS_CACHE", REAL_CACHE)
-    cases = pytester.path / "cases"
-    shutil.copytree(case_tree, cases)
-    pytester.makepyfile(harness_test_speedup=SPEEDUP_PLUGIN)
-    return pytester
-
-
-def run_suite(pytester, *extra):
+def run_suite(root: Path, *extra) -> tuple[subprocess.CompletedProcess, str, dict]:
     """The suite in its own process, as `harness run` runs it (an in-process rerun after a run
-    that opened the hf backend can crash in numpy's memmap garbage collection)."""
-    result = pytester.runpytest_subprocess(
-        *FAMILIES, f"--cases={pytester.path / 'cases'}", f"--golden-dir={pytester.path / 'golden'}",
-        f"--report-dir={pytester.path / 'reports'}", *BACKENDS, "-p", "harness_test_speedup",
-        "-p", "no:cacheprovider", "-p", "no:randomly", *extra, timeout=1200)
-    report = json.loads((pytester.path / "reports" / "results.json").read_text())
-    return result, result.stdout.str(), report
+    that opened the hf backend can crash in numpy's memmap garbage collection), in the
+    environment pytester's runpytest_subprocess gives it (cwd and HOME the project folder, the
+    project folder on PYTHONPATH, no outer xdist or PYTEST_ADDOPTS)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID",
+                        "PYTEST_ADDOPTS", "TOX_ENV_DIR")}
+    env.update(HOME=str(root), USERPROFILE=str(root), PY_COLORS="0", HF_HUB_OFFLINE="1", HARNESS_CACHE=REAL_CACHE,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH", "")])))
+    basetemp = root / f"runpytest-{len(list(root.glob('runpytest-*')))}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--basetemp={basetemp}", *FAMILIES, f"--cases={root / 'cases'}",
+         f"--golden-dir={root / 'golden'}", f"--report-dir={root / 'reports'}", *BACKENDS,
+         "-p", "harness_test_speedup", "-p", "no:cacheprovider", "-p", "no:randomly", *extra],
+        cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    report = json.loads((root / "reports" / "results.json").read_text())
+    return proc, proc.stdout, report
 
 
 def snapshot_summary(out: str) -> str:
     return out.split("snapshot report summary")[-1].split("short test summary")[0]
 
 
+def of_case(t: dict, case_id: str, ids: list[str]) -> bool:
+    """A result of the checks a run with --case=CASE_ID alone makes: the case's own, its case
+    file's, and those of no case and no other case of the run (an empty parametrization, say)."""
+    if t.get("case") is not None:
+        return t["case"] == case_id
+    param = t["nodeid"].partition("[")[2].rstrip("]")
+    return param in (case_id, f"{case_id}.yaml") or not any(param in (i, f"{i}.yaml") for i in ids)
+
+
+def case_review(out: str, case_id: str) -> str:
+    """The run's review block of one case: its header line and the indented lines under it."""
+    lines = out.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{case_id} (cases/{case_id}.yaml:")), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+# review.MAX_FULL: a run of at most this many cases prints each case's review in full
+PER_PROJECT = 4
+
+
+@pytest.fixture(scope="module")
+def offline_cases(tmp_path_factory):
+    """new-case on every offline GGUF, each into its own copy of the shared pieces (as a
+    contributor runs it), then the suite over the generated cases, a few per project: a first
+    run that writes the goldens and a second that must change none. Two suite runs per project
+    instead of two per GGUF (each run is a process that imports torch and transformers); every
+    check is still made per case, on that case's results and its review block (printed in full
+    for up to review.MAX_FULL cases)."""
+    from harness.models import sources
+    from harness.report.review import MAX_FULL
+    assert PER_PROJECT <= MAX_FULL
+    made = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")            # no hub, as in CI (the check is re-evaluated)
+        sources.hub_unreachable_reason.cache_clear()
+        try:
+            for case_id, options in OFFLINE.items():
+                own = tmp_path_factory.mktemp(f"cases-{case_id}")
+                for sub in ("contexts", "tools", "grammars", "stops", "toolcall-generation"):
+                    shutil.copytree(CASES / sub, own / sub)
+                gguf = offline_gguf(case_id)
+                out, err = io.StringIO(), io.StringIO()
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    status = cli.main(["new-case", str(gguf), "--cases", str(own), *options])
+                made[case_id] = {"status": status, "out": out.getvalue(), "err": err.getvalue(), "gguf": gguf,
+                                 "id": newcase.case_id_from_file(gguf.name), "cases": own}
+        finally:
+            sources.hub_unreachable_reason.cache_clear()
+    ids = list(OFFLINE)
+    for group in (ids[i:i + PER_PROJECT] for i in range(0, len(ids), PER_PROJECT)):
+        root = tmp_path_factory.mktemp("newcase-project")
+        for sub in ("contexts", "tools", "grammars", "stops", "toolcall-generation"):
+            shutil.copytree(CASES / sub, root / "cases" / sub)
+        (root / "harness_test_speedup.py").write_text(SPEEDUP_PLUGIN)
+        selected = []
+        for case_id in group:
+            m = made[case_id]
+            if m["status"] == 0:
+                shutil.copy(m["cases"] / f"{m['id']}.yaml", root / "cases" / f"{m['id']}.yaml")
+                selected.append(f"--case={m['id']}")
+        runs = {"first": run_suite(root, *selected, "--snapshot-update"), "second": run_suite(root, *selected),
+                "golden": root / "golden", "ids": [made[c]["id"] for c in group]}
+        for case_id in group:
+            made[case_id].update(runs)
+    return made
+
+
 @pytest.mark.parametrize("case_id", list(OFFLINE))
-def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(project, capsys, case_id, record_property):
-    cases = project.path / "cases"
-    gguf = offline_gguf(case_id)
-    status, out, err = new_case(capsys, gguf, "--cases", cases, *OFFLINE[case_id])
+def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(offline_cases, capsys, case_id, record_property):
+    made = offline_cases[case_id]
+    status, out, err, gguf, cases = made["status"], made["out"], made["err"], made["gguf"], made["cases"]
     assert status == 0, err
     new_id = newcase.case_id_from_file(gguf.name)
     path = cases / f"{new_id}.yaml"
@@ -361,13 +430,18 @@ def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(project, capsy
     capsys.readouterr()
 
     # first run: goldens written, review printed, every failure is a conformance finding
-    first, first_out, first_report = run_suite(project, f"--case={new_id}", "--snapshot-update")
+    first, first_out, first_report = made["first"]
     assert re.search(r"\d+ snapshots? generated", snapshot_summary(first_out)), first_out[-3000:]
-    assert f"{new_id} (cases/{new_id}.yaml:" in first_out and " written, 0 changed" in first_out
-    outcomes = {t["nodeid"]: t["outcome"] for t in first_report["tests"]}
+    # this case's own goldens were among them
+    assert [g for g in made["golden"].glob("*/*.json")
+            if g.stem.partition("[")[2].rstrip("]").split(",")[0] in (new_id, f"{new_id}.yaml")], first_out[-3000:]
+    review_first = case_review(first_out, new_id)
+    assert review_first and " written, 0 changed" in review_first, first_out[-3000:]
+    tests = [t for t in first_report["tests"] if of_case(t, new_id, made["ids"])]
+    outcomes = {t["nodeid"]: t["outcome"] for t in tests}
     assert any(o == "passed" for o in outcomes.values())
     from harness.report.review import failure_kind, headline
-    failures = [t for t in first_report["tests"] if t["outcome"] in ("failed", "error")]
+    failures = [t for t in tests if t["outcome"] in ("failed", "error")]
     # a finding (Mismatch) or a backend that cannot be opened (e.g. transformers cannot convert
     # this GGUF's vocab) is honest; any other error would be a harness bug
     harness_errors = [(t["nodeid"], t["message"][-1500:]) for t in failures
@@ -375,13 +449,14 @@ def test_new_case_for_each_offline_gguf_runs_and_its_goldens_hold(project, capsy
     assert not harness_errors, harness_errors
 
     # second run: the same outcomes and not one golden changed
-    second, second_out, second_report = run_suite(project, f"--case={new_id}")
+    second, second_out, second_report = made["second"]
     summary = snapshot_summary(second_out)
     assert re.search(r"\d+ snapshots? passed", summary) and \
         not any(w in summary for w in ("generated", "updated", "failed")), \
         second_out[-3000:]
-    assert {t["nodeid"]: t["outcome"] for t in second_report["tests"]} == outcomes
-    assert " 0 written, 0 changed" in second_out
+    assert {t["nodeid"]: t["outcome"] for t in second_report["tests"] if of_case(t, new_id, made["ids"])} == outcomes
+    review_second = case_review(second_out, new_id)
+    assert review_second and " 0 written, 0 changed" in review_second, second_out[-3000:]
 
     # findings are reported, not hidden: new-case cannot know them in advance
     findings = sorted({f"{failure_kind(t)}: {headline(t['message'])}" for t in failures})

@@ -7,10 +7,9 @@ Data: cases/toolcall-outputs/<format>.yaml.  Each output is checked finished
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-import yaml
+import canned_outputs
 
 from harness.toolcalls import (
     CallDelta,
@@ -25,16 +24,12 @@ from harness.toolcalls import (
 from harness.toolcalls.base import REASONING_MODES, Call, Format, Scan
 from harness.toolcalls.check import run_stream
 
-CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
 KEBAB = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MIN_OUTPUTS = 15
 
 
 def _load_docs() -> dict[str, dict]:
-    docs = {}
-    for path in sorted(CASES_DIR.glob("*.yaml")):
-        docs[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return docs
+    return {path.stem: doc for path, doc in canned_outputs.documents()}
 
 
 DOCS = _load_docs()

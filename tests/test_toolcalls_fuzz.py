@@ -9,10 +9,9 @@ fails instead of stalling the suite.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-import yaml
+import canned_outputs
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -22,7 +21,6 @@ from harness.toolcalls import REASONING_MODES, Extraction, format_names, get_for
 from harness.toolcalls.check import streamed_reference
 from harness.toolcalls.check import run_stream
 
-CASES_DIR = Path(__file__).resolve().parents[1] / "cases" / "toolcall-outputs"
 TIME_BUDGET_S = HANG_S
 CHAR_BY_CHAR_MAX = 160  # one-character feeds cost a re-scan each; keep them for short texts
 
@@ -123,8 +121,7 @@ REGRESSIONS = [
 
 def _canned() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for path in sorted(CASES_DIR.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for _, doc in canned_outputs.documents():
         out[doc["format"]] = [o["output"] for o in doc["outputs"]]
     return out
 

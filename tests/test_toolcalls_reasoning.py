@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+import canned_outputs
 
 import toolcall_canned
 from harness.toolcalls import (
@@ -157,8 +157,7 @@ def test_lfm2_never_evaluates():
 
 # --- truncation at every prefix -------------------------------------------------------------------
 def _clean_outputs():
-    for path in sorted(CASES_DIR.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for _, doc in canned_outputs.documents():
         for o in doc["outputs"]:
             if o["expect"]["error"] is None and o["expect"]["calls"]:
                 yield pytest.param(doc["format"], o, doc.get("tools"), id=f"{doc['format']}::{o['id']}")
