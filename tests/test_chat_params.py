@@ -64,11 +64,7 @@ def test_llama_cpp_refusing_or_crashing_is_a_finding(error, key):
 
 
 def test_a_models_bos_and_eos_text_is_dropped_as_llama_server_does():
-    from harness.backends.llama_chat import LlamaChatBackend
-    b = object.__new__(LlamaChatBackend)
-    b.model = SimpleNamespace(gguf="m.gguf")
-    b._gguf = SimpleNamespace(add_bos=True, add_eos=False)
-    assert b._model_rule("<s>hi</s>", "<s>", "</s>") == "hi</s>"
-    b._gguf = SimpleNamespace(add_bos=False, add_eos=True)
-    assert b._model_rule("<s>hi</s>", "<s>", "</s>") == "<s>hi"
-    assert b._model_rule("hi", "", "") == "hi"
+    from harness.backends.llama_chat import model_prompt_rule
+    assert model_prompt_rule("<s>hi</s>", "<s>", "</s>", add_bos=True, add_eos=False) == "hi</s>"
+    assert model_prompt_rule("<s>hi</s>", "<s>", "</s>", add_bos=False, add_eos=True) == "<s>hi"
+    assert model_prompt_rule("hi", "", "", add_bos=True, add_eos=True) == "hi"

@@ -37,7 +37,7 @@ def test_the_tree_is_parsed_once_per_source(monkeypatch):
     calls = []
     real_parse = tb_cache.ast.parse
     monkeypatch.setattr(tb_cache.ast, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
-    tb_cache._TREES.clear()
+    tb_cache.clear()
     _report()
     first = len(calls)
     _report()

@@ -140,6 +140,19 @@ def _resolve_probe(extra: dict[str, Any]) -> tuple[Path, Path]:
     return built.binary, built.lib_dir
 
 
+def model_prompt_rule(prompt: str, bos: str, eos: str, add_bos: bool, add_eos: bool) -> str:
+    """llama-server's rule for a model whose vocab adds BOS/EOS (common/chat.cpp,
+    common_chat_template_direct_apply_impl: inputs.add_bos/add_eos come from the model): the BOS
+    text the template rendered is dropped from the front, the EOS text from the end, as the
+    tokenizer adds them. The probe has no model, so its templates see add_bos=false; the backend
+    applies the same rule with the GGUF's own flags."""
+    if add_bos and bos and prompt.startswith(bos):
+        prompt = prompt[len(bos):]
+    if add_eos and eos and prompt.endswith(eos):
+        prompt = prompt[:-len(eos)]
+    return prompt
+
+
 class LlamaChatBackend:
     name = "llama.cpp-chat"
     capabilities = frozenset({RENDER, PARSE})
@@ -195,17 +208,8 @@ class LlamaChatBackend:
         return meta.chat_template, bos if bos is not None else text("bos"), eos if eos is not None else text("eos")
 
     def _model_rule(self, prompt: str, bos: str, eos: str) -> str:
-        """llama-server's rule for a model whose vocab adds BOS/EOS (common/chat.cpp,
-        common_chat_template_direct_apply_impl: inputs.add_bos/add_eos come from the model):
-        the BOS text the template rendered is dropped from the front, the EOS text from the end,
-        as the tokenizer adds them. The probe has no model, so its templates see add_bos=false;
-        the same rule is applied here from the GGUF's own flags."""
         meta = self._meta()
-        if meta.add_bos and bos and prompt.startswith(bos):
-            prompt = prompt[len(bos):]
-        if meta.add_eos and eos and prompt.endswith(eos):
-            prompt = prompt[:-len(eos)]
-        return prompt
+        return model_prompt_rule(prompt, bos, eos, bool(meta.add_bos), bool(meta.add_eos))
 
     @property
     def omits_bos_text(self) -> bool:

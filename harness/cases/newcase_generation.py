@@ -64,6 +64,9 @@ def generation_lines(meta, tool_format: str | None, mentions_tools: bool, pieces
     if mentions_tools:
         add("  toolcalls:   # harness/families/toolcalls/checks.py")
         add("    canned_outputs: {tokenizer: llama-cpp-python}   # every wire format's canned outputs, in this model's tokens")
+        if tool_format:
+            add(f"    llama_parse: {{format: {tool_format}}}   # llama.cpp's own parser on the {tool_format} canned "
+                "outputs, with the GGUF's template")
         setups = sorted(k for k, p in pieces.toolcall_generation.items() if p.data.get("format") == tool_format)
         context_ok = {k for k in setups if pieces.toolcall_generation[k].data.get("context") in contexts}
         setups = [k for k in setups if k in context_ok]

@@ -40,6 +40,11 @@ def _cached(original):
     return getstatementrange_ast
 
 
+def clear() -> None:
+    """Forget every kept tree (the harness's own tests)."""
+    _TREES.clear()
+
+
 def install() -> bool:
     try:
         from _pytest._code import code, source
