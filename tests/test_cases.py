@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings, strategies as st
+
 from harness.cases.model import discover
 
 SHA = "ab" * 32
@@ -104,3 +106,31 @@ def test_where_globs_take_alternatives():
     assert glob_match_any("single-*", ["multi-turn", "single-user"])
     assert where_matches({"renderer": "llama*", "context": "single-*|tools"}, {"renderer": "llama.cpp", "context": "tools"})
     assert not where_matches({"stream": "yes"}, {})   # a missing parameter is ""
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.text(alphabet="ab*?[]!|-.\n", max_size=8), pattern=st.text(alphabet="ab*?[]!|-.\n", max_size=8))
+def test_where_globs_match_what_fnmatch_matches(value, pattern):
+    """glob_match compiles a pattern's alternatives into one regex: it must match exactly what
+    fnmatchcase matches on each alternative (brackets, negation, newlines and empty alternatives)."""
+    import fnmatch
+    from harness.cases.globs import glob_match
+    assert glob_match(value, pattern) == any(fnmatch.fnmatchcase(value, alt) for alt in pattern.split("|"))
+
+
+def test_defects_for_a_check_keep_file_order():
+    """A case keeps its defects per check; the first declared match still wins, a family-wide
+    declaration applies to each of its checks, and another check's declaration never does."""
+    from harness.cases.model import Case, KnownDefect
+
+    def kd(check, line, **where):
+        return KnownDefect(check=check, where=where, description="d", reported=None, file="f.yaml", line=line)
+    defects = (kd("templates.agree", 1, renderer="hf"), kd("templates", 2), kd("templates.agree", 3),
+               kd("toolcalls.stream", 4))
+    case = Case(id="c", kind="template", description="", file="f.yaml", line=1, raw={}, contexts=(),
+                known_defects=defects)
+    assert case.defect_for("templates.agree", {"renderer": "hf"}).line == 1
+    assert case.defect_for("templates.agree", {"renderer": "llama.cpp-chat"}).line == 2
+    assert case.defect_for("templates.render", {}).line == 2
+    assert case.defect_for("toolcalls.stream", {}).line == 4
+    assert case.defect_for("toolcalls.round_trip", {}) is None

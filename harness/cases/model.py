@@ -110,7 +110,21 @@ class Case:
         return f"{self.file}:{self.line}"
 
     def defect_for(self, check: str, params: dict[str, str]) -> KnownDefect | None:
-        return next((d for d in self.known_defects if d.matches(check, params)), None)
+        """The first declared defect (in file order) for this check whose `where:` matches."""
+        return next((d for d in self._defects_of(check) if where_matches(d.where, params)), None)
+
+    def _defects_of(self, check: str) -> tuple[KnownDefect, ...]:
+        """The defects declared for `check` or its family, in file order; kept per check (a
+        template set's case has hundreds of defects over a few checks, and every item asks)."""
+        by_check = self.__dict__.get("_by_check")
+        if by_check is None:
+            by_check = {}
+            object.__setattr__(self, "_by_check", by_check)     # a cache, not a field (frozen)
+        found = by_check.get(check)
+        if found is None:
+            family = check.split(".")[0]
+            found = by_check[check] = tuple(d for d in self.known_defects if d.check in (check, family))
+        return found
 
 
 @dataclass

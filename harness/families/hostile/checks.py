@@ -62,7 +62,11 @@ PY_TIMEOUT_S = 8.0
 PY_MEMORY_MIB = 768
 SERVER_REQUEST_S = 8.0
 SERVER_START_S = 10.0
-SERVER_MEMORY_MIB = 4096
+# llama-server's address-space cap. A SmolLM2 server peaks at about 730 MiB of address space
+# (VmPeak; 145 MiB resident), so 1536 MiB leaves it twice that, and keeps four servers at a
+# time (batch.SERVER_CONCURRENCY) and each one clearly under the 4 GiB per-process budget (at
+# 4096 a blowup payload's server peaked at 4035-4050 MiB). Every finding is the same as at 4096.
+SERVER_MEMORY_MIB = 1536
 
 
 # --- findings ----------------------------------------------------------------------------
