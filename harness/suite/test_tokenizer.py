@@ -121,7 +121,8 @@ def test_special_texts(special_texts_item, harness_runtime, record_property):
         return (hf.tokenize(text, add_special=False, parse_special=special),
                 other.tokenize(text, add_special=False, parse_special=special))
 
-    bad = [p for p in probes if ids(p)[0] != ids(p)[1]]
+    pairs = [ids(p) for p in probes]            # each probe tokenized once by each backend
+    bad = [p for p, (a, b) in zip(probes, pairs) if a != b]
     texts = sorted({t for p in bad for t in tk.probe_texts_in(p, vocab_texts)})
     details = {"special_texts": {"probes": len(probes), "vocab_texts": len(vocab_texts),
                                  "parse_special": special, "disagree": len(bad), "texts": texts}}
