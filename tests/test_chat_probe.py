@@ -94,3 +94,23 @@ def test_cpp_schema_converter_through_the_grammar_engine(probe_files):
     texts = ['{"n": 3}', '{"n": -1}', '{"n": 10}', '{"n": "3"}']
     assert engine().verdicts(gbnf, texts) == [True, False, False, False]
     assert engine().verdicts(llama_cpp_python_gbnf(schema), texts) == [True, True, True, False]
+
+
+def test_server_side_thinking_and_message_view(probe_files):
+    """toolcalls.server_parse gives the probe the enable_thinking llama-server derives at start-up
+    (the template supports thinking: Qwen3's does, a plain one does not), and
+    compares both sides' messages on texts and each call's name and arguments text."""
+    from harness.families.toolcalls.server_parse import message_view, thinking_enabled
+    thinking = (TREE / "models" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8")
+    b = _backend(probe_files)
+    try:
+        assert thinking_enabled(b, RenderRequest(messages=HI, template=thinking)) is True
+        assert thinking_enabled(b, RenderRequest(messages=HI, template=TEMPLATE)) is False
+    finally:
+        b.close()
+    server = {"content": None, "tool_calls": [{"id": "x1", "type": "function",
+                                               "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}
+    probe = {"content": "", "reasoning_content": "", "tool_calls": [{"name": "f", "arguments": "{\"a\": 1}", "id": ""}]}
+    assert message_view(server) == message_view(probe) == {
+        "content": "", "reasoning_content": "", "tool_calls": [{"name": "f", "arguments": "{\"a\": 1}"}]}
+    assert message_view({**probe, "tool_calls": [{"name": "f", "arguments": "{\"a\":1}"}]}) != message_view(server)

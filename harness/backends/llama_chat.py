@@ -207,6 +207,10 @@ class LlamaChatBackend:
             return tok.text if tok is not None else None
         return meta.chat_template, bos if bos is not None else text("bos"), eos if eos is not None else text("eos")
 
+    def model_template(self) -> tuple[str, str | None, str | None]:
+        """(template, BOS text, EOS text) of the model, as llama-server takes them from the GGUF."""
+        return self._model_template(None, None)
+
     def _model_rule(self, prompt: str, bos: str, eos: str) -> str:
         meta = self._meta()
         return model_prompt_rule(prompt, bos, eos, bool(meta.add_bos), bool(meta.add_eos))

@@ -68,7 +68,7 @@ FAMILIES: tuple[Family, ...] = (
            description="real weights, greedy: grammars, token masks, stops, special tokens, streaming"),
     Family("toolcalls", "harness.suite.test_toolcalls",
            checks=("chat_call", "grammar_call", "handler_prompt", "llama_parse", "llamafactory_extract",
-                   "llamafactory_prompt", "model_format", "round_trip", "stream"),
+                   "llamafactory_prompt", "model_format", "round_trip", "server_parse", "stream"),
            description="tool calls: round trip, handler prompts, streaming, schema-valid arguments"),
     Family("throughput", None, description="benchmarks (`harness bench`, harness/bench_suite)"),
     Family("hostile", "harness.suite.test_hostile", checks=("render",),

@@ -12,7 +12,7 @@ from harness.families.toolcalls import checks as tc
 from harness.families.toolcalls import model_format as model_behaviour
 from harness.families.toolcalls.llamafactory import extract_items as llamafactory_items
 from harness.families.toolcalls.llamafactory_prompt import prompt_items as llamafactory_prompt_items
-from harness.families.toolcalls import llama_parse
+from harness.families.toolcalls import llama_parse, server_parse
 from harness.backends.base import CHAT, COMPLETE, GRAMMAR, PARSE, RENDER, TOKENIZE, TOOLS, BackendError, Unsupported
 from harness.run.server_build import ServerBuildError
 from harness.suite import conclude, open_backend, require_capability, run_check, skip_build_failure, skip_unsupported
@@ -27,6 +27,7 @@ PARAMETERS = {
     "llamafactory_item": llamafactory_items,
     "llamafactory_prompt_item": llamafactory_prompt_items,
     "llama_parse_item": llama_parse.llama_parse_items,
+    "server_parse_item": server_parse.server_parse_items,
 }
 
 
@@ -132,6 +133,19 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
     conclude(run_check(tc.check_chat_call, rt, it, backend), golden, record_property)
+
+
+def test_server_parse(server_parse_item, harness_runtime, toolcall_backends, golden, record_property):
+    """llama-server's parse of its own reply (toolcalls.chat_call's) equals the chat probe's parse
+    of the same raw text with the same inputs, and the server's chat params the probe's: the
+    probe drives llama.cpp's chat layer as the server does."""
+    it, rt = server_parse_item, harness_runtime
+    server = open_backend(rt, it.backend, it.case, CHAT, record_property)
+    require_capability(server, TOOLS)
+    if it.params["template"] != "embedded":
+        server = _server_with_template(rt, it, toolcall_backends, record_property)
+    probe = open_backend(rt, "llama.cpp-chat", it.case, PARSE, record_property)
+    conclude(run_check(server_parse.check_server_parse, rt, it, server, probe), golden, record_property)
 
 
 def test_model_format(model_format_item, harness_runtime, golden, record_property):

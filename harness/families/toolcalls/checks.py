@@ -189,15 +189,12 @@ def llama_cpp_chat(backend, item: Item, req) -> tuple[Any, dict[str, Any]]:
 def server_chat(backend, req) -> tuple[Any, dict[str, Any]]:
     """llama-server's /v1/chat/completions, keeping what the server says it did (the grammar
     it compiled for the tools, and its warnings) as evidence."""
-    from harness.backends.openai_compat import chat_body
     from harness.backends.stream import generation_from_reply
     call = getattr(backend, "_call", None)
     if call is None:
         return backend.chat(req), {}
-    body = chat_body(req, None)
-    body.update(cache_prompt=False, return_tokens=True, verbose=True)
     before = _server_log(backend)
-    reply = call("chat", "/v1/chat/completions", body)
+    reply = server_reply(backend, req)
     settings = (reply.get("__verbose") or {}).get("generation_settings") or {}
     grammar = settings.get("grammar") or ""
     root = next((line for line in grammar.splitlines() if line.startswith("root ::=")), None)
@@ -211,6 +208,21 @@ def server_chat(backend, req) -> tuple[Any, dict[str, Any]]:
     return generation_from_reply(reply, "chat"), evidence
 
 
+def server_reply(backend, req) -> dict[str, Any]:
+    """llama-server's /v1/chat/completions reply (with `__verbose`: the raw text and the settings
+    it generated with) for a ChatRequest. Greedy, seeded and uncached, the same request gets the
+    same reply, so it is asked once per server and kept: toolcalls.chat_call checks the call,
+    toolcalls.server_parse the server's parse of it."""
+    from harness.backends.openai_compat import chat_body
+    body = chat_body(req, None)
+    body.update(cache_prompt=False, return_tokens=True, verbose=True)
+    key = json.dumps(body, sort_keys=True)
+    replies = backend.__dict__.setdefault("_harness_chat_replies", {})
+    if key not in replies:
+        replies[key] = backend._call("chat", "/v1/chat/completions", body)
+    return replies[key]
+
+
 def _server_log(backend) -> list[str]:
     """The last lines of the spawned server's log (lines carry timestamps, so they are unique);
     [] for an attached server. Evidence only: best effort."""
@@ -220,16 +232,22 @@ def _server_log(backend) -> list[str]:
         return []
 
 
-def check_chat_call(rt, item: Item, backend) -> Outcome:
+def chat_request(rt, item: Item):
+    """The forced-call ChatRequest of a chat_call item (greedy, the run's seed)."""
     from harness.backends.base import ChatRequest
-
     cfg = generation_config(item.case)
     ctx = require_context(item)
     tools = ctx.tools.tools
+    return ChatRequest(messages=tuple(ctx.messages), max_tokens=cfg.get("chat_max_tokens", cfg.get("max_tokens", 64)),
+                       temperature=0.0, seed=rt.options.seed, tools=tuple(tools),
+                       tool_choice=tool_choice_value(item.params["tool_choice"], tools))
+
+
+def check_chat_call(rt, item: Item, backend) -> Outcome:
+    ctx = require_context(item)
     label = item.params["tool_choice"]
-    tool_choice = tool_choice_value(label, tools)
-    req = ChatRequest(messages=tuple(ctx.messages), max_tokens=cfg.get("chat_max_tokens", cfg.get("max_tokens", 64)),
-                      temperature=0.0, seed=rt.options.seed, tools=tuple(tools), tool_choice=tool_choice)
+    req = chat_request(rt, item)
+    tools, tool_choice = list(req.tools), req.tool_choice
     if item.backend == "llama-cpp-python":
         gen, evidence = llama_cpp_chat(backend, item, req)
     elif item.backend == "llama-server":

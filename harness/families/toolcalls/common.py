@@ -33,6 +33,9 @@ GRAMMAR = "toolcalls.grammar_call"
 CHAT = "toolcalls.chat_call"
 
 
+SERVER_PARSE = "toolcalls.server_parse"      # llama-server's parse of chat_call's reply, tied to the probe's
+
+
 HANDLER_TOOL_CHOICES = ("auto", "omitted", "named")
 
 
