@@ -78,7 +78,10 @@ def check_server_parse(rt, item: Item, server, probe) -> Outcome:
     verbose = reply.get("__verbose") if isinstance(reply.get("__verbose"), dict) else {}
     raw = verbose.get("content")
     if not isinstance(raw, str):
-        raise Skip("llama-server's reply carries no __verbose.content (the raw generated text) to parse")
+        # a request's "verbose": true is honoured since llama.cpp's schema-based request fields;
+        # older servers (llama-cpp-python 0.3.30's tree) add __verbose only at --verbosity 10
+        raise Skip("llama-server's reply carries no __verbose.content (the raw generated text) to parse: "
+                   "this server ignores the request's \"verbose\": true")
     settings = verbose.get("generation_settings") or {}
     choice = (reply.get("choices") or [{}])[0]
     server_msg = message_view(choice.get("message") or {})
