@@ -109,6 +109,12 @@ class Case:
     def location(self) -> str:
         return f"{self.file}:{self.line}"
 
+    def __repr__(self) -> str:
+        # pytest prints a failing check's arguments (an Item, so its Case) in the report, through
+        # saferepr, which builds the whole repr before cutting it: the generated one spelled out
+        # the raw YAML and every known defect, for every xfail
+        return f"Case({self.id!r}, {self.location()})"
+
     def defect_for(self, check: str, params: dict[str, str]) -> KnownDefect | None:
         """The first declared defect (in file order) for this check whose `where:` matches."""
         return next((d for d in self._defects_of(check) if where_matches(d.where, params)), None)
@@ -138,6 +144,11 @@ class CaseSet:
     used_contexts: set[str] = field(default_factory=set)
     pieces: Any = None                     # shared generation pieces (harness.cases.shared.Pieces)
     used_pieces: set[str] = field(default_factory=set)      # their files that a case refers to
+
+    def __repr__(self) -> str:
+        # a check's `harness_cases` argument, printed in each failure's report: the generated repr
+        # was every case of the run (about 0.2 s per xfail of a full run)
+        return f"CaseSet({str(self.root)!r}, {len(self.cases)} cases, {len(self.errors)} errors)"
 
     def by_id(self, case_id: str) -> Case:
         for c in self.cases:
