@@ -61,12 +61,9 @@ class KnownDefect:
     def explains(self, message: str) -> bool:
         return self.match is None or re.search(self.match, message) is not None
 
-    def matches(self, check: str, params: dict[str, str]) -> bool:
-        family = check.split(".")[0]
-        if self.check not in (check, family):
-            return False
-        # each value is a glob, or several globs separated by "|"
-        return where_matches(self.where, params)
+    def applies_to(self, check: str) -> bool:
+        """Declared for this check or for its whole family (its `where:` globs decide the items)."""
+        return self.check in (check, check.split(".")[0])
 
     def reason(self) -> str:
         where = f" [{self.reported}]" if self.reported else ""
@@ -116,7 +113,8 @@ class Case:
         return f"Case({self.id!r}, {self.location()})"
 
     def defect_for(self, check: str, params: dict[str, str]) -> KnownDefect | None:
-        """The first declared defect (in file order) for this check whose `where:` matches."""
+        """The first declared defect (in file order) for this check whose `where:` matches (each
+        value a glob, or several separated by "|")."""
         return next((d for d in self._defects_of(check) if where_matches(d.where, params)), None)
 
     def _defects_of(self, check: str) -> tuple[KnownDefect, ...]:
@@ -128,8 +126,7 @@ class Case:
             object.__setattr__(self, "_by_check", by_check)     # a cache, not a field (frozen)
         found = by_check.get(check)
         if found is None:
-            family = check.split(".")[0]
-            found = by_check[check] = tuple(d for d in self.known_defects if d.check in (check, family))
+            found = by_check[check] = tuple(d for d in self.known_defects if d.applies_to(check))
         return found
 
 

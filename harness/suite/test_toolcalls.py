@@ -128,11 +128,18 @@ def test_chat_call(chat_item, harness_runtime, toolcall_backends, golden, record
     """A forced tool call through the stack's chat API comes back as a tool call whose
     arguments satisfy the tool's schema."""
     it, rt = chat_item, harness_runtime
+    backend = _chat_backend(rt, it, toolcall_backends, record_property)
+    conclude(run_check(tc.check_chat_call, rt, it, backend), golden, record_property)
+
+
+def _chat_backend(rt, it, toolcall_backends, record_property):
+    """The backend a chat_call item (or its server_parse twin) asks: llama-server started with the
+    case's template where the item names one."""
     backend = open_backend(rt, it.backend, it.case, CHAT, record_property)
     require_capability(backend, TOOLS)
     if it.backend == "llama-server" and it.params["template"] != "embedded":
         backend = _server_with_template(rt, it, toolcall_backends, record_property)
-    conclude(run_check(tc.check_chat_call, rt, it, backend), golden, record_property)
+    return backend
 
 
 def test_server_parse(server_parse_item, harness_runtime, toolcall_backends, golden, record_property):
@@ -140,10 +147,7 @@ def test_server_parse(server_parse_item, harness_runtime, toolcall_backends, gol
     of the same raw text with the same inputs, and the server's chat params the probe's: the
     probe drives llama.cpp's chat layer as the server does."""
     it, rt = server_parse_item, harness_runtime
-    server = open_backend(rt, it.backend, it.case, CHAT, record_property)
-    require_capability(server, TOOLS)
-    if it.params["template"] != "embedded":
-        server = _server_with_template(rt, it, toolcall_backends, record_property)
+    server = _chat_backend(rt, it, toolcall_backends, record_property)
     probe = open_backend(rt, "llama.cpp-chat", it.case, PARSE, record_property)
     conclude(run_check(server_parse.check_server_parse, rt, it, server, probe), golden, record_property)
 

@@ -190,8 +190,7 @@ def server_chat(backend, req) -> tuple[Any, dict[str, Any]]:
     """llama-server's /v1/chat/completions, keeping what the server says it did (the grammar
     it compiled for the tools, and its warnings) as evidence."""
     from harness.backends.stream import generation_from_reply
-    call = getattr(backend, "_call", None)
-    if call is None:
+    if getattr(backend, "_call", None) is None:
         return backend.chat(req), {}
     before = _server_log(backend)
     reply = server_reply(backend, req)
